@@ -1,0 +1,282 @@
+"""Typed run configuration: dataclasses, strict YAML in/out and `--set a.b=v` overrides.
+
+Strictness is the point: a misspelt key or a wrong type in a search space or a hand-edited YAML
+would otherwise silently train the default, so every key and value is checked and the error names
+the dotted key. Precedence (timm style): dataclass defaults < dataset recipe < YAML < `--set`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from dnet_tune.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits_lt"
+    data_dir: str | None = None  # None: $DNET_DATA_DIR, else ~/.cache/dnet-tune
+    imbalance: float = 20.0
+    meta_per_class: int = 10  # H: balanced meta set, input `a` and meta batches
+    val_per_class: int = 10  # V: balanced validation set, model selection and search only
+    profile: Literal["standard", "paper"] = "standard"
+    augment: Literal["none", "crop_flip", "autoaugment"] = "none"
+    batch_size: int = 64
+    meta_batch_size: int = 100
+    eval_batch_size: int = 512
+    num_workers: int = 0  # only used by file-list datasets (lazy JPEG decoding)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small_cnn"
+    cosine_scale: float = 30.0  # cosine-classifier scale s (ImageNet models)
+
+
+@dataclass
+class DifficultyNetConfig:
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    bias: bool = False
+    input_mode: Literal["relative", "absolute"] = "relative"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+@dataclass
+class MethodConfig:
+    name: str = "difficulty_net"
+    base_loss: Literal["ce", "balanced_softmax"] = "ce"
+    lam: float = 0.3  # driver-loss weight λ
+    driver_target: Literal["relative", "absolute"] = "relative"
+    meta_grad: Literal["full", "detached"] = "full"
+    meta_interval: int = 1  # update Difficulty-Net every k iterations (spec: 1)
+    acc_refresh: Literal["after_epoch", "before_epoch"] = "after_epoch"
+    focal_gamma: float = 1.0
+    cb_beta: float = 0.9999
+    cdb_tau: float | str = 1.0  # number or "dynamic"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: Literal["step", "cosine"] = "cosine"
+    warmup_epochs: int = 0
+    milestones: list[int] = field(default_factory=lambda: [160, 180])
+    gamma: float = 0.01
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    dn: DifficultyNetConfig = field(default_factory=DifficultyNetConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ----------------------------------------------------------------------------- strict conversion
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if get_origin(tp) is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _from_dict(tp, value, key)  # type: ignore[arg-type]
+    if origin in (Union, types.UnionType):
+        errors = []
+        for alt in get_args(tp):
+            try:
+                return _convert(value, alt, key)
+            except UserError as exc:
+                errors.append(exc)
+        raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise UserError(f"config key '{key}' must be one of {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key '{key}' must be a {_type_name(tp)}, got {value!r}")
+        (inner,) = get_args(tp)
+        return [_convert(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is None:
+            return None
+        raise UserError(f"config key '{key}' must be null, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a programming error in the dataclasses above
+        raise TypeError(f"unsupported config type {tp!r} at {key}")
+    raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else str(k)
+            valid = ", ".join(sorted(names))
+            raise UserError(f"unknown config key '{where}'; valid keys here: {valid}")
+    kwargs = {
+        k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build a `Config`, rejecting unknown keys and wrong types with the dotted key named."""
+    cfg: Config = _from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge plain dicts; `over` wins. Lists are replaced, not concatenated."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`["a.b=1", "c.d=[1, 2]"]` -> nested dict; values parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise UserError(f"--set '{item}': empty key; use e.g. --set method.lam=1.0")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set '{item}' conflicts with another --set of '{part}'")
+        node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file '{p}' does not exist; pass a YAML written by dnet-tune")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise UserError(f"config file '{p}' is not valid YAML{where}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file '{p}' must hold a mapping of sections (data, model, ...)")
+    return data
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def validate(cfg: Config) -> None:
+    """Checks of values (not types) that would otherwise fail deep inside a run."""
+    positive = {
+        "data.imbalance": cfg.data.imbalance,
+        "data.batch_size": cfg.data.batch_size,
+        "data.meta_batch_size": cfg.data.meta_batch_size,
+        "data.eval_batch_size": cfg.data.eval_batch_size,
+        "train.epochs": cfg.train.epochs,
+        "optim.lr": cfg.optim.lr,
+        "method.meta_interval": cfg.method.meta_interval,
+        "dn.lr": cfg.dn.lr,
+        "model.cosine_scale": cfg.model.cosine_scale,
+    }
+    for key, v in positive.items():
+        if v <= 0:
+            raise UserError(f"config key '{key}' must be > 0, got {v}")
+    non_negative = {
+        "data.meta_per_class": cfg.data.meta_per_class,
+        "data.val_per_class": cfg.data.val_per_class,
+        "data.num_workers": cfg.data.num_workers,
+        "optim.weight_decay": cfg.optim.weight_decay,
+        "optim.momentum": cfg.optim.momentum,
+        "optim.warmup_epochs": cfg.optim.warmup_epochs,
+        "dn.weight_decay": cfg.dn.weight_decay,
+        "method.lam": cfg.method.lam,
+        "method.focal_gamma": cfg.method.focal_gamma,
+    }
+    for key, v in non_negative.items():
+        if v < 0:
+            raise UserError(f"config key '{key}' must be >= 0, got {v}")
+    if cfg.data.imbalance < 1:
+        raise UserError(f"config key 'data.imbalance' must be >= 1, got {cfg.data.imbalance}")
+    if not cfg.dn.hidden or any(h <= 0 for h in cfg.dn.hidden):
+        raise UserError(f"config key 'dn.hidden' must be a non-empty list of widths > 0, "
+                        f"got {cfg.dn.hidden}")
+    if not 0 < cfg.method.cb_beta < 1:
+        raise UserError(f"config key 'method.cb_beta' must be in (0, 1), got {cfg.method.cb_beta}")
+    tau = cfg.method.cdb_tau
+    if isinstance(tau, str) and tau != "dynamic":
+        raise UserError(f"config key 'method.cdb_tau' must be a number or 'dynamic', got {tau!r}")
+    if isinstance(tau, float) and tau < 0:
+        raise UserError(f"config key 'method.cdb_tau' must be >= 0, got {tau}")
+    if cfg.method.name == "difficulty_net" and cfg.data.meta_per_class == 0:
+        raise UserError("difficulty_net needs a meta set: set data.meta_per_class > 0")
+    if cfg.method.name == "cdb_ce" and cfg.data.meta_per_class == 0:
+        raise UserError("cdb_ce needs per-class accuracies: set data.meta_per_class > 0")
+    if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
+        raise UserError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N, "
+                        f"got {cfg.train.device!r}")
