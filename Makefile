@@ -1,0 +1,29 @@
+# `make demo` and `make test` work on a fresh machine: each creates .venv with pip when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dnet-tune search --dataset digits_lt --gpus 0
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy dnet_tune
+
+bench: $(STAMP)
+	$(BIN)/python bench/meta_step.py
+
+clean-venv:
+	rm -rf $(VENV)

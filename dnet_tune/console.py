@@ -1,0 +1,48 @@
+"""Rich terminal views shared by the commands (progress of a run, result tables)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def make_console(quiet: bool = False) -> Console:
+    return Console(stderr=False, quiet=quiet, highlight=False)
+
+
+def pct(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{100 * float(v):.2f}"
+
+
+def epoch_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]epoch"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def epoch_status(m: dict[str, Any]) -> str:
+    return (f"val {pct(m['val_acc'])}%  loss {m['train_loss']:.3f}  "
+            f"lr {m['lr']:.3g}  {m['epoch_time_s']:.1f}s/epoch")
+
+
+def final_table(final: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("split")
+    for col in ("overall", "many", "medium", "few"):
+        table.add_column(col, justify="right")
+    for split in ("val", "test"):
+        table.add_row(split, pct(final[f"{split}_acc"]), pct(final[f"{split}_many"]),
+                      pct(final[f"{split}_medium"]), pct(final[f"{split}_few"]))
+    return table

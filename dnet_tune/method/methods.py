@@ -1,0 +1,220 @@
+"""Methods: how one training iteration turns a mini-batch into a classifier update.
+
+Difficulty-Net and every baseline share this interface so the train loop, the metrics and the
+search treat them alike (a baseline tuned with the same budget is a fair comparison).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from dnet_tune.config import Config
+from dnet_tune.method import losses
+from dnet_tune.method.difficulty_net import (
+    DifficultyNet,
+    class_weights,
+    driver_loss,
+    driver_target,
+)
+from dnet_tune.method.meta_step import meta_loss_reference
+from dnet_tune.registry import Registry
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Method:
+    """Base: plain weighted loss; subclasses choose the per-sample loss and the class weights."""
+
+    uses_class_acc = False  # True: the loop measures `a` on the meta set H and calls set_class_acc
+
+    def __init__(self, cfg: Config, train_counts: list[int], device: torch.device) -> None:
+        self.cfg = cfg
+        self.num_classes = len(train_counts)
+        self.device = device
+        prior = torch.tensor(train_counts, dtype=torch.float32).clamp(min=1)
+        self.log_prior = (prior / prior.sum()).log().to(device)
+        self.class_acc = torch.zeros(self.num_classes, device=device)
+
+    # -- the per-sample loss ℓ and the class weights w
+    def per_sample_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return losses.cross_entropy(logits, y)
+
+    def weights(self) -> torch.Tensor | None:
+        return None
+
+    def set_class_acc(self, a: torch.Tensor) -> None:
+        self.class_acc = a.to(self.device, torch.float32)
+
+    def train_step(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        lr: float,
+        meta_batches: Iterator[Batch] | None,
+    ) -> float:
+        loss = losses.weighted_mean(self.per_sample_loss(model(x), y), y, self.weights())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    def epoch_info(self) -> dict[str, list[float]]:
+        """Per-class vectors recorded in the metrics (list columns)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"class_acc": self.class_acc.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.set_class_acc(state["class_acc"])
+
+
+METHODS: Registry[Any] = Registry("method")
+
+
+@METHODS.register("ce", description="plain cross-entropy")
+class CrossEntropy(Method):
+    pass
+
+
+@METHODS.register("balanced_softmax", description="Balanced Softmax (logits + log prior)")
+class BalancedSoftmax(Method):
+    def per_sample_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return losses.balanced_softmax(logits, y, self.log_prior)
+
+
+@METHODS.register("focal", description="focal loss, gamma = method.focal_gamma")
+class Focal(Method):
+    def per_sample_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return losses.focal(logits, y, self.cfg.method.focal_gamma)
+
+
+@METHODS.register("class_balanced", description="CE weighted by inverse effective number")
+class ClassBalanced(Method):
+    def __init__(self, cfg: Config, train_counts: list[int], device: torch.device) -> None:
+        super().__init__(cfg, train_counts, device)
+        self._w = losses.class_balanced_weights(train_counts, cfg.method.cb_beta).to(device)
+
+    def weights(self) -> torch.Tensor:
+        return self._w
+
+    def epoch_info(self) -> dict[str, list[float]]:
+        return {"class_weight": self._w.tolist()}
+
+
+@METHODS.register("cdb_ce", description="CDB: CE weighted by (1 - a_c)^tau")
+class CDBCrossEntropy(Method):
+    uses_class_acc = True
+
+    def weights(self) -> torch.Tensor:
+        return losses.cdb_weights(self.class_acc, self.cfg.method.cdb_tau)
+
+    def epoch_info(self) -> dict[str, list[float]]:
+        return {"class_acc_meta": self.class_acc.tolist(), "class_weight": self.weights().tolist()}
+
+
+@METHODS.register("difficulty_net", description="Difficulty-Net (meta-learned class weights)")
+class DifficultyNetMethod(Method):
+    """Spec §4: driver loss, virtual step, meta step on φ (Adam), then the real step on θ."""
+
+    uses_class_acc = True
+
+    def __init__(self, cfg: Config, train_counts: list[int], device: torch.device) -> None:
+        super().__init__(cfg, train_counts, device)
+        dn = cfg.dn
+        self.dn = DifficultyNet(
+            self.num_classes, dn.hidden, bias=dn.bias, input_mode=dn.input_mode
+        ).to(device)
+        self.dn_opt = torch.optim.Adam(self.dn.parameters(), lr=dn.lr, weight_decay=dn.weight_decay)
+        self.iteration = 0
+
+    def per_sample_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.cfg.method.base_loss == "balanced_softmax":
+            return losses.balanced_softmax(logits, y, self.log_prior)
+        return losses.cross_entropy(logits, y)
+
+    def weights(self) -> torch.Tensor:
+        with torch.no_grad():
+            return class_weights(self.dn(self.class_acc))
+
+    def meta_objective(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        lr: float,
+        meta_batch: Batch | None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """L_DN(φ) = CE(f_θ'(φ)(x_m), y_m) + λ·L_drv(φ); the CE term only in `full` mode."""
+        m = self.cfg.method
+        a = self.class_acc
+        d = self.dn(a)
+        l_drv = driver_loss(d, driver_target(a, m.driver_target))
+        objective = m.lam * l_drv
+        info = {"driver_loss": float(l_drv.detach())}
+        if m.meta_grad == "full":
+            assert meta_batch is not None, "full meta-gradient needs meta batches"
+            x_m, y_m = meta_batch
+            meta_ce = meta_loss_reference(
+                model, x, y, class_weights(d), lr, x_m, y_m, self.per_sample_loss
+            )
+            objective = objective + meta_ce
+            info["meta_loss"] = float(meta_ce.detach())
+        return objective, info
+
+    def train_step(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        lr: float,
+        meta_batches: Iterator[Batch] | None,
+    ) -> float:
+        if self.iteration % self.cfg.method.meta_interval == 0:
+            full = self.cfg.method.meta_grad == "full"
+            meta_batch = next(meta_batches) if full and meta_batches is not None else None
+            objective, _ = self.meta_objective(model, x, y, lr, meta_batch)
+            self.dn_opt.zero_grad(set_to_none=True)
+            if objective.requires_grad:
+                objective.backward()
+                self.dn_opt.step()
+        self.iteration += 1
+        # The meta step left grads on θ only through autograd.grad (none accumulate in .grad);
+        # the real step recomputes w with the updated φ, without gradient into φ.
+        return super().train_step(model, x, y, optimizer, lr, None)
+
+    def epoch_info(self) -> dict[str, list[float]]:
+        with torch.no_grad():
+            d = self.dn(self.class_acc)
+        return {
+            "class_acc_meta": self.class_acc.tolist(),
+            "difficulty": d.tolist(),
+            "class_weight": class_weights(d).tolist(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "dn": self.dn.state_dict(),
+            "dn_opt": self.dn_opt.state_dict(),
+            "iteration": self.iteration,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.dn.load_state_dict(state["dn"])
+        self.dn_opt.load_state_dict(state["dn_opt"])
+        self.iteration = int(state["iteration"])
+
+
+def create_method(cfg: Config, train_counts: list[int], device: torch.device) -> Method:
+    cls = METHODS.get(cfg.method.name)
+    method: Method = cls(cfg, train_counts, device)
+    return method

@@ -1,0 +1,116 @@
+"""A training run on disk: resolve the config, train, and write the run directory.
+
+Layout of `--output`: `config.yaml` (complete and resolved: feeding it back to `--config`
+reproduces the run), `metrics.parquet` (one row per epoch), `checkpoint.pt` (everything needed
+to continue exactly, plus the selected weights), `final.json` (the epoch selected by val_acc).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dnet_tune.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    dump_yaml,
+    load_yaml,
+    merge,
+    parse_set,
+)
+from dnet_tune.errors import UserError
+from dnet_tune.io import atomic_write_json, atomic_write_text, write_parquet_rows
+
+PROVENANCE_KEY = "provenance"  # extra block in exported configs; not part of the run config
+
+
+def smoke_overrides() -> dict[str, Any]:
+    """Shrinks any run to seconds (CI, `--smoke`); the method and data stay the real ones."""
+    return {"train": {"epochs": 2}}
+
+
+def resolve_config(
+    *,
+    dataset: str | None = None,
+    config_path: str | None = None,
+    sets: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """defaults < dataset recipe < YAML < `--set` < explicit flags (overrides)."""
+    from dnet_tune.data.registry import dataset_recipe
+
+    user = load_yaml(config_path) if config_path else {}
+    user.pop(PROVENANCE_KEY, None)
+    top = merge(parse_set(sets or []), overrides or {})
+    if dataset is not None:
+        top = merge(top, {"data": {"name": dataset}})
+    name = (
+        top.get("data", {}).get("name")
+        or (user.get("data") or {}).get("name")
+        or Config().data.name
+    )
+    if not isinstance(name, str):
+        raise UserError(f"config key 'data.name' must be a dataset name, got {name!r}")
+    base = merge(config_to_dict(Config()), {"data": {"name": name}})
+    resolved = merge(merge(merge(base, dataset_recipe(name)), user), top)
+    return config_from_dict(resolved)
+
+
+def config_yaml(cfg: Config) -> str:
+    return dump_yaml(config_to_dict(cfg))
+
+
+def final_summary(best: dict[str, Any], last_epoch: int) -> dict[str, Any]:
+    return {"selected_by": "val_acc", "selected_epoch": best["epoch"], "last_epoch": last_epoch,
+            **best}
+
+
+def train_to_dir(
+    cfg: Config | None,
+    output: str | Path,
+    *,
+    resume: bool = False,
+    epochs: int | None = None,
+    on_start: Callable[[Any], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train into `output`; with `resume`, continue the checkpoint found there."""
+    import dataclasses
+
+    from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
+
+    out = Path(output)
+    ckpt = out / "checkpoint.pt"
+    if resume:
+        if not ckpt.is_file():
+            raise UserError(f"nothing to resume: '{ckpt}' does not exist")
+        state = load_checkpoint(str(ckpt))
+        cfg = config_from_dict(state["config"])
+        if epochs is not None:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
+        trainer = Trainer(cfg)
+        trainer.load_state_dict(state)
+    else:
+        if cfg is None:
+            raise ValueError("cfg is required unless resuming")
+        if ckpt.exists():
+            raise UserError(f"'{out}' already holds a run; pass --resume to continue it "
+                            f"or choose another --output")
+        trainer = Trainer(cfg)  # builds data and model first: bad input fails before any write
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", config_yaml(trainer.cfg))
+    if on_start is not None:
+        on_start(trainer)
+    for metrics in trainer.fit():
+        write_parquet_rows(out / "metrics.parquet", trainer.history)
+        save_checkpoint(trainer, str(ckpt))
+        if on_epoch is not None:
+            on_epoch(metrics)
+    if trainer.best is None:
+        raise UserError(f"no epoch was run: train.epochs={trainer.cfg.train.epochs} is not above "
+                        f"the {trainer.epoch} epochs already done; pass --epochs")
+    final = final_summary(trainer.best, trainer.epoch)
+    atomic_write_json(out / "final.json", final)
+    return final

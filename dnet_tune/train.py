@@ -1,0 +1,258 @@
+"""One training run: data, model and method from the registries; yields metrics per epoch.
+
+Callers (the CLI, the Ray Tune trainable) decide what to do with each epoch: print it, report
+it, checkpoint it. This module never imports Ray.
+
+Determinism: every random draw of an epoch (shuffling, augmentation, meta batches) comes from
+generators seeded by (seed, epoch, stream), so a run resumed at epoch k replays epochs k+1..E
+exactly; the global RNG states are saved as well for anything else that draws.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dnet_tune.config import Config, config_from_dict, config_to_dict
+from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.errors import UserError
+from dnet_tune.method.methods import Method, create_method
+
+CHECKPOINT_FORMAT = 1
+GROUPS = ("many", "medium", "few")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device is '{name}' but no CUDA GPU is visible; use auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """An independent, reproducible stream per (seed, epoch, purpose)."""
+    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
+
+
+def lr_at(cfg: Config, epoch: int) -> float:
+    """Per-epoch learning rate: linear warm-up, then step decay or cosine (epoch is 0-based)."""
+    o = cfg.optim
+    if epoch < o.warmup_epochs:
+        return o.lr * (epoch + 1) / o.warmup_epochs
+    if o.schedule == "step":
+        return o.lr * o.gamma ** sum(epoch >= m for m in o.milestones)
+    span = max(1, cfg.train.epochs - o.warmup_epochs)
+    return o.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - o.warmup_epochs) / span))
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_rest": [int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    pos, has_gauss, cached = state["numpy_rest"]
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Owns θ, φ (inside the method), optimisers, `a`, the epoch counter and the selection."""
+
+    def __init__(self, cfg: Config, dataset: LTDataset | None = None) -> None:
+        from dnet_tune.data.loader import MetaBatches, make_batches
+        from dnet_tune.data.registry import build_dataset
+        from dnet_tune.models.registry import create_model
+
+        if cfg.data.val_per_class < 1:
+            raise UserError("training needs a validation split for selection: "
+                            "set data.val_per_class >= 1")
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        self.ds = dataset if dataset is not None else build_dataset(cfg.data)
+        self.num_classes = self.ds.num_classes
+        self.train_counts = self.ds.train_counts()
+        self.groups = self.ds.groups()
+        self.model: nn.Module = create_model(
+            cfg.model, self.num_classes, self.ds.in_channels, self.ds.image_size
+        ).to(self.device)
+        o = cfg.optim
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=o.lr, momentum=o.momentum,
+            weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0,
+        )
+        self.method: Method = create_method(cfg, self.train_counts, self.device)
+        d = cfg.data
+        self.train_batches = make_batches(
+            self.ds.train, self.ds, d.batch_size, shuffle=True, augment=d.augment,
+            device=self.device, num_workers=d.num_workers,
+        )
+        self.meta_batches = (
+            MetaBatches(self.ds.meta, self.ds, d.meta_batch_size, self.device, d.num_workers)
+            if len(self.ds.meta) > 0 else None
+        )
+        self._eval = {
+            name: make_batches(split, self.ds, d.eval_batch_size, shuffle=False, augment="none",
+                               device=self.device, num_workers=d.num_workers)
+            for name, split in (("meta", self.ds.meta), ("val", self.ds.val),
+                                ("test", self.ds.test)) if len(split) > 0
+        }
+        self.epoch = 0  # completed epochs
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.best_model: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def class_accuracy(self, split: str) -> torch.Tensor:
+        """Per-class top-1 accuracy, eval mode, no augmentation."""
+        self.model.eval()
+        correct = torch.zeros(self.num_classes, dtype=torch.float64)
+        total = torch.zeros(self.num_classes, dtype=torch.float64)
+        for x, y in self._eval[split].epoch(None):
+            pred = self.model(x).argmax(dim=1)
+            yc = y.cpu()
+            total += torch.bincount(yc, minlength=self.num_classes).double()
+            correct += torch.bincount(yc[pred.cpu() == yc], minlength=self.num_classes).double()
+        self.model.train()
+        return (correct / total.clamp(min=1)).float()
+
+    def _split_metrics(self, prefix: str, acc: torch.Tensor) -> dict[str, float]:
+        counts = torch.tensor(self._split_counts(prefix), dtype=torch.float64)
+        overall = float((acc.double() * counts).sum() / counts.sum())
+        out = {f"{prefix}_acc": overall}
+        for g in GROUPS:
+            idx = self.groups[g]
+            out[f"{prefix}_{g}"] = float(acc[idx].mean()) if idx else float("nan")
+        return out
+
+    def _split_counts(self, name: str) -> list[int]:
+        split: Split = getattr(self.ds, name)
+        return split.counts(self.num_classes)
+
+    def _refresh_class_acc(self) -> None:
+        if self.method.uses_class_acc and "meta" in self._eval:
+            self.method.set_class_acc(self.class_accuracy("meta"))
+
+    # ------------------------------------------------------------------ training
+    def run_epoch(self) -> dict[str, Any]:
+        cfg, e = self.cfg, self.epoch
+        start = time.perf_counter()
+        if cfg.method.acc_refresh == "before_epoch":
+            self._refresh_class_acc()
+        info = self.method.epoch_info()  # `a` (and d, w) as used during this epoch
+        lr = lr_at(cfg, e)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        meta_stream = (
+            self.meta_batches.stream(epoch_generator(cfg.train.seed, e, 1))
+            if self.meta_batches is not None else None
+        )
+        self.model.train()
+        total, n = 0.0, 0
+        for x, y in self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0)):
+            loss = self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at epoch {e + 1}")
+            total += loss * len(y)
+            n += len(y)
+        if cfg.method.acc_refresh == "after_epoch":
+            self._refresh_class_acc()
+        self.epoch += 1
+        metrics: dict[str, Any] = {"epoch": self.epoch, "lr": lr, "train_loss": total / max(n, 1)}
+        metrics.update(self._split_metrics("val", self.class_accuracy("val")))
+        metrics.update(self._split_metrics("test", self.class_accuracy("test")))
+        metrics["epoch_time_s"] = time.perf_counter() - start
+        metrics.update(info)
+        self.history.append(metrics)
+        if self.best is None or metrics["val_acc"] > self.best["val_acc"]:
+            self.best = dict(metrics)
+            self.best_model = copy.deepcopy(self.model.state_dict())
+        return metrics
+
+    def fit(self) -> Iterator[dict[str, Any]]:
+        while self.epoch < self.cfg.train.epochs:
+            yield self.run_epoch()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": config_to_dict(self.cfg),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "best_model": self.best_model,
+            "rng": _rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"checkpoint format {state.get('format')} is not supported "
+                            f"(expected {CHECKPOINT_FORMAT})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.best = state["best"]
+        self.best_model = state["best_model"]
+        _set_rng_state(state["rng"])
+
+
+def save_checkpoint(trainer: Trainer, path: str) -> None:
+    from dnet_tune.io import atomic_write
+
+    state = trainer.state_dict()
+    atomic_write(path, lambda p: torch.save(state, p))
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    """`weights_only=True`: a checkpoint is data, never code."""
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint '{path}' does not exist") from None
+    return state
+
+
+def trainer_from_checkpoint(path: str, dataset: LTDataset | None = None) -> Trainer:
+    state = load_checkpoint(path)
+    trainer = Trainer(config_from_dict(state["config"]), dataset)
+    trainer.load_state_dict(state)
+    return trainer

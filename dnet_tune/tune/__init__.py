@@ -1,0 +1,4 @@
+"""The Ray layer: search spaces, the Tune trainable, the search driver and result tables.
+
+Only this package (and the CLI) imports Ray; the core training loop stays Ray-free.
+"""
