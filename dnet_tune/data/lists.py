@@ -1,0 +1,225 @@
+"""File-based datasets: ImageNet-LT and Places-LT (OLTR text lists) and any ImageFolder tree.
+
+Images stay on disk and are decoded lazily by `loader.FileBatches`; splits carry absolute paths.
+
+Layout (one folder per dataset under the data directory; list paths are relative to it):
+
+    <data_dir>/ImageNet_LT/ImageNet_LT_train.txt   ImageNet_LT_val.txt   ImageNet_LT_test.txt
+    <data_dir>/ImageNet_LT/train/n01440764/n01440764_10026.JPEG ...   (ImageNet train)
+    <data_dir>/ImageNet_LT/val/n01440764/ILSVRC2012_val_00029930.JPEG ... (ImageNet val, by wnid)
+    <data_dir>/Places_LT/Places_LT_{train,val,test}.txt
+    <data_dir>/Places_LT/train/airfield/00004851.jpg ...   <data_dir>/Places_LT/val/airfield/...
+
+Each list line is `relative/path.jpg label` (Liu et al., OLTR, CVPR 2019). The train list is used
+as is: it is already long-tailed, so `data.imbalance` and `data.profile` are ignored. H and V come
+from the official LT val list (20 per class): per class, a fixed shuffle (seed `SPLIT_SEED`, not
+the training seed) gives H = the first meta_per_class and V = the next val_per_class; test = the
+test list. Places-LT's published backbone (ImageNet-pretrained ResNet-152 with a modified layer4)
+is not available offline; its recipe uses a from-scratch ResNet-50 as a stand-in.
+
+folder_lt: `<data_dir>/<class>/*.{jpg,jpeg,png}`, classes sorted by folder name, and `data.data_dir`
+must be set (the default cache holds other datasets). Per class, a fixed shuffle, then a balanced
+test set of `TEST_FRACTION` of the smallest class, then train/H/V carved like CIFAR from the rest
+with n_max = the smallest remainder and `data.imbalance`. Inputs are 112 px: custom folders are
+usually small, and 112 px keeps a from-scratch ResNet-10 affordable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnet_tune.config import DataConfig
+from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.data.longtail import carve, lt_counts, shuffled_class_indices
+from dnet_tune.data.registry import DATASETS, resolve_data_dir
+from dnet_tune.errors import UserError
+
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def read_list(path: Path, root: Path, name: str) -> tuple[list[str], np.ndarray]:
+    """Parse an OLTR list into absolute paths and int64 labels; errors name file and line."""
+    if not path.is_file():
+        raise UserError(
+            f"{name}: missing {path}; put the OLTR split lists there and the images under "
+            f"{root} (layout: see dnet_tune/data/lists.py)"
+        )
+    paths: list[str] = []
+    labels: list[int] = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
+            raise UserError(f"{path}:{lineno}: expected 'relative/path.jpg label', got {line!r}")
+        paths.append(str(root / parts[0]))
+        labels.append(int(parts[1]))
+    if not paths:
+        raise UserError(f"{name}: {path} lists no images")
+    if not Path(paths[0]).is_file():
+        raise UserError(
+            f"{name}: {paths[0]} (first entry of {path.name}) does not exist; list paths are "
+            f"relative to {root}"
+        )
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+def _pick(paths: list[str], labels: np.ndarray, idx: np.ndarray) -> Split:
+    return Split(labels=labels[idx], paths=[paths[i] for i in idx])
+
+
+def build_oltr(cfg: DataConfig, name: str, folder: str, prefix: str) -> LTDataset:
+    root = resolve_data_dir(cfg) / folder
+    lists = {s: read_list(root / f"{prefix}_{s}.txt", root, name) for s in ("train", "val", "test")}
+    train_paths, train_labels = lists["train"]
+    num_classes = int(train_labels.max()) + 1
+    counts = np.bincount(train_labels, minlength=num_classes)
+    if (counts == 0).any():
+        raise UserError(f"{name}: class {int(np.argmin(counts))} has no training images")
+    for split in ("val", "test"):
+        if lists[split][1].max() >= num_classes:
+            raise UserError(f"{name}: {prefix}_{split}.txt has labels the train list lacks")
+
+    val_paths, val_labels = lists["val"]
+    h, v = cfg.meta_per_class, cfg.val_per_class
+    meta_idx, hold_idx = [], []
+    for c, idx in enumerate(shuffled_class_indices(val_labels, num_classes, SPLIT_SEED)):
+        if len(idx) < h + v:
+            raise UserError(
+                f"{name}: class {c} has {len(idx)} images in {prefix}_val.txt, fewer than "
+                f"data.meta_per_class + data.val_per_class = {h + v}"
+            )
+        meta_idx.append(idx[:h])
+        hold_idx.append(idx[h : h + v])
+
+    class_names = [""] * num_classes
+    for p, y in zip(reversed(train_paths), reversed(train_labels.tolist()), strict=True):
+        class_names[y] = "/".join(Path(p).relative_to(root).parts[1:-1])  # first one wins
+
+    test_paths, test_labels = lists["test"]
+    return LTDataset(
+        name=name,
+        num_classes=num_classes,
+        train=Split(labels=train_labels, paths=train_paths),
+        meta=_pick(val_paths, val_labels, np.sort(np.concatenate(meta_idx))),
+        val=_pick(val_paths, val_labels, np.sort(np.concatenate(hold_idx))),
+        test=Split(labels=test_labels, paths=test_paths),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        image_size=224,
+        class_names=class_names,
+    )
+
+
+_FILE_DATA = {"meta_per_class": 10, "val_per_class": 10, "augment": "crop_flip",
+              "meta_batch_size": 100, "num_workers": 8}
+
+IMAGENET_RECIPE: dict[str, Any] = {
+    "data": {**_FILE_DATA, "batch_size": 256},
+    "model": {"name": "resnet10", "cosine_scale": 30.0},
+    "method": {"base_loss": "balanced_softmax", "acc_refresh": "before_epoch"},
+    "dn": {"hidden": [1024, 1024], "bias": True, "lr": 1e-3, "weight_decay": 1e-4},
+    "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True,
+              "schedule": "cosine", "warmup_epochs": 0},
+    "train": {"epochs": 180},
+}
+
+PLACES_RECIPE: dict[str, Any] = {
+    "data": {**_FILE_DATA, "batch_size": 128},
+    "model": {"name": "resnet50", "cosine_scale": 30.0},
+    "method": {"base_loss": "ce", "acc_refresh": "before_epoch"},
+    "dn": {"hidden": [512, 512], "bias": True, "lr": 1e-3, "weight_decay": 1e-4},
+    "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False,
+              "schedule": "step", "warmup_epochs": 0, "milestones": [10, 20], "gamma": 0.1},
+    "train": {"epochs": 30},
+}
+
+FOLDER_RECIPE: dict[str, Any] = {
+    "data": {"imbalance": 20.0, "meta_per_class": 10, "val_per_class": 10,
+             "augment": "crop_flip", "batch_size": 64, "num_workers": 4},
+    "model": {"name": "resnet10"},
+    "method": {"base_loss": "ce", "acc_refresh": "after_epoch"},
+    "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"},
+    "train": {"epochs": 30},
+}
+
+
+@DATASETS.register(
+    "imagenet_lt",
+    recipe=IMAGENET_RECIPE,
+    description="ImageNet-LT from the OLTR lists (1000 classes), ResNet-10 + Balanced Softmax",
+)
+def imagenet_lt(cfg: DataConfig) -> LTDataset:
+    return build_oltr(cfg, "imagenet_lt", "ImageNet_LT", "ImageNet_LT")
+
+
+@DATASETS.register(
+    "places_lt",
+    recipe=PLACES_RECIPE,
+    description="Places-LT from the OLTR lists (365 classes), ResNet-50 stand-in backbone",
+)
+def places_lt(cfg: DataConfig) -> LTDataset:
+    return build_oltr(cfg, "places_lt", "Places_LT", "Places_LT")
+
+
+@DATASETS.register(
+    "folder_lt",
+    recipe=FOLDER_RECIPE,
+    description="any <data_dir>/<class>/*.jpg tree, made long-tailed with data.imbalance",
+)
+def folder_lt(cfg: DataConfig) -> LTDataset:
+    if not cfg.data_dir:
+        raise UserError("folder_lt: set data.data_dir to a folder with one sub-folder per class")
+    root = Path(cfg.data_dir).expanduser()
+    if not root.is_dir():
+        raise UserError(f"folder_lt: {root} is not a directory (expected {root}/<class>/*.jpg)")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    paths: list[str] = []
+    labels: list[int] = []
+    for c, d in enumerate(class_dirs):
+        files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"folder_lt: class folder {d} holds no .jpg/.jpeg/.png images")
+        paths += [str(f) for f in files]
+        labels += [c] * len(files)
+    if len(class_dirs) < 2:
+        raise UserError(f"folder_lt: {root} needs at least two class sub-folders")
+    y = np.asarray(labels, dtype=np.int64)
+    num_classes = len(class_dirs)
+    per_class = shuffled_class_indices(y, num_classes, SPLIT_SEED)
+    smallest = min(len(idx) for idx in per_class)
+    t = max(1, int(TEST_FRACTION * smallest))
+    h, v = cfg.meta_per_class, cfg.val_per_class
+    n_max = smallest - t - h - v
+    if n_max < 1:
+        raise UserError(
+            f"folder_lt: the smallest class has {smallest} images; it needs more than {t} test "
+            f"+ {h} meta + {v} val (lower data.meta_per_class / data.val_per_class)"
+        )
+    counts = lt_counts(n_max, num_classes, cfg.imbalance)
+    if min(counts) < 1:
+        raise UserError(
+            f"folder_lt: imbalance {cfg.imbalance:g} leaves a class without training images "
+            f"(largest class {n_max}); use data.imbalance <= {n_max}"
+        )
+    tr, me, va = carve([idx[t:] for idx in per_class], counts, h, v)
+    test = np.sort(np.concatenate([idx[:t] for idx in per_class]))
+    return LTDataset(
+        name="folder_lt",
+        num_classes=num_classes,
+        train=_pick(paths, y, tr),
+        meta=_pick(paths, y, me),
+        val=_pick(paths, y, va),
+        test=_pick(paths, y, test),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        image_size=112,
+        class_names=[d.name for d in class_dirs],
+    )

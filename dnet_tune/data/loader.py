@@ -1,0 +1,305 @@
+"""Batches for the training loop: in-memory tensors on the device, or lazily decoded files.
+
+Every random choice (order, crops, flips, AutoAugment, Cutout, file augmentations) is drawn from
+the CPU `torch.Generator` passed to `epoch`/`stream`, never from global state that model code also
+consumes, so a run is reproducible and resumable from the generator's state alone. Ops that only
+exist per sample (torchvision AutoAugment, PIL transforms) read the global RNG; they run under
+`torch.random.fork_rng` seeded from the generator, which leaves the caller's global RNG untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from dnet_tune.data.base import LTDataset, Split
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+_SEED_HIGH = 2**62
+
+
+def _draw_seed(gen: torch.Generator | None) -> int:
+    return int(torch.randint(0, _SEED_HIGH, (1,), generator=gen).item())
+
+
+class _Normalize:
+    """uint8 → float `(x/255 − mean)/std` as one fused multiply-add on the device."""
+
+    def __init__(self, ds: LTDataset, device: torch.device) -> None:
+        mean = torch.tensor(ds.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(ds.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std)
+        self.shift = mean / std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() * self.scale - self.shift
+
+
+def crop_flip(x: torch.Tensor, gen: torch.Generator | None, flip: bool) -> torch.Tensor:
+    """Random crop after zero padding (4 px at 32 px, scaled as max(1, size//8)) + h-flip."""
+    b, _, hgt, wid = x.shape
+    pad = max(1, hgt // 8)
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = oy[:, None] + torch.arange(hgt, device=x.device)
+    cols = ox[:, None] + torch.arange(wid, device=x.device)
+    bidx = torch.arange(b, device=x.device)[:, None, None]
+    out = padded[bidx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if flip:
+        mirror = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        out = torch.where(mirror[:, None, None, None], out.flip(3), out)
+    return out.contiguous()
+
+
+def cutout(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    """One square hole of side size//2 (16 at 32 px), centre uniform, clipped at the border.
+
+    Applied after normalisation, so the hole is the mean colour (DeVries & Taylor's convention).
+    """
+    b, _, hgt, wid = x.shape
+    side = max(1, hgt // 2)
+    cy = torch.randint(0, hgt, (b, 1), generator=gen).to(x.device)
+    cx = torch.randint(0, wid, (b, 1), generator=gen).to(x.device)
+    ar_h = torch.arange(hgt, device=x.device)[None]
+    ar_w = torch.arange(wid, device=x.device)[None]
+    in_rows = (ar_h >= cy - side // 2) & (ar_h < cy - side // 2 + side)
+    in_cols = (ar_w >= cx - side // 2) & (ar_w < cx - side // 2 + side)
+    hole = in_rows[:, :, None] & in_cols[:, None, :]
+    return x.masked_fill(hole[:, None], 0.0)
+
+
+class TensorBatches:
+    """Batches of an in-memory split; the uint8 images are moved to `device` once."""
+
+    def __init__(
+        self,
+        split: Split,
+        ds: LTDataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: str,
+        device: torch.device,
+        drop_last: bool = False,
+    ) -> None:
+        if split.images is None:
+            raise ValueError("TensorBatches needs an in-memory split (images, not paths)")
+        if augment not in ("none", "crop_flip", "autoaugment"):
+            raise ValueError(f"unknown augment {augment!r}")
+        self.images = split.images.to(device)
+        self.labels = torch.as_tensor(split.labels, dtype=torch.int64).to(device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.device = device
+        self.drop_last = drop_last
+        self.flip = ds.in_channels == 3  # digits are not mirror-symmetric, natural images are
+        self.normalize = _Normalize(ds, device)
+        self._autoaugment = None
+        if augment == "autoaugment":
+            from torchvision.transforms import AutoAugment, AutoAugmentPolicy
+
+            self._autoaugment = AutoAugment(AutoAugmentPolicy.CIFAR10)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _augment(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        if self.augment == "none":
+            return self.normalize(x)
+        x = crop_flip(x, gen, self.flip)
+        if self._autoaugment is not None:
+            aa = self._autoaugment
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_draw_seed(gen))
+                x = torch.stack([aa(img) for img in x.cpu()]).to(self.device)
+        x = self.normalize(x)
+        if self._autoaugment is not None:
+            x = cutout(x, gen)
+        return x
+
+    def epoch(self, generator: torch.Generator | None) -> Iterator[Batch]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=generator).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield self._augment(self.images[idx], generator), self.labels[idx]
+
+
+class _FileDataset(Dataset[Batch]):
+    """Decodes one image; items are (index, seed) so augmentation is seeded per sample."""
+
+    def __init__(self, paths: list[str], labels: list[int], transform: object) -> None:
+        self.paths = paths
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:  # type: ignore[override]
+        from PIL import Image
+
+        i, seed = item
+        with Image.open(self.paths[i]) as im:
+            img = im.convert("RGB")
+        if seed < 0:
+            x = self.transform(img)  # type: ignore[operator]
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                x = self.transform(img)  # type: ignore[operator]
+        return x, self.labels[i]
+
+
+def file_transform(ds: LTDataset, augment: str) -> object:
+    """Train: RandomResizedCrop + flip + ColorJitter (+ ImageNet AutoAugment); eval: resize+crop."""
+    import torchvision.transforms as T
+
+    size = ds.image_size
+    tail = [T.ToTensor(), T.Normalize(ds.mean, ds.std)]
+    if augment == "none":
+        return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size), *tail])
+    ops: list[object] = [
+        T.RandomResizedCrop(size),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(0.4, 0.4, 0.4),
+    ]
+    if augment == "autoaugment":
+        ops.append(T.AutoAugment(T.AutoAugmentPolicy.IMAGENET))
+    return T.Compose([*ops, *tail])
+
+
+class FileBatches:
+    """Batches of a path split decoded by a DataLoader; order and augmentation from `generator`."""
+
+    def __init__(
+        self,
+        split: Split,
+        ds: LTDataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: str,
+        device: torch.device,
+        num_workers: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        if split.paths is None:
+            raise ValueError("FileBatches needs a split with paths")
+        self.dataset = _FileDataset(split.paths, split.labels.tolist(), file_transform(ds, augment))
+        self.n = len(split.paths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.random = augment != "none"
+        self.device = device
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def epoch(self, generator: torch.Generator | None) -> Iterator[Batch]:
+        n = self.n
+        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else range(n)
+        if self.random:
+            seeds = torch.randint(0, _SEED_HIGH, (n,), generator=generator).tolist()
+        else:
+            seeds = [-1] * n
+        items = list(zip(order, seeds, strict=True))
+        bs = self.batch_size
+        batches = [items[b * bs : (b + 1) * bs] for b in range(len(self))]
+        yield from _load(self.dataset, batches, self.num_workers, self.device)
+
+
+def _load(
+    dataset: _FileDataset, batches: object, num_workers: int, device: torch.device
+) -> Iterator[Batch]:
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,  # type: ignore[arg-type]
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def make_batches(
+    split: Split,
+    ds: LTDataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    augment: str,
+    device: torch.device,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> TensorBatches | FileBatches:
+    """TensorBatches for in-memory splits, FileBatches for path splits."""
+    if split.in_memory:
+        return TensorBatches(split, ds, batch_size, shuffle=shuffle, augment=augment,
+                             device=device, drop_last=drop_last)
+    return FileBatches(split, ds, batch_size, shuffle=shuffle, augment=augment, device=device,
+                       num_workers=num_workers, drop_last=drop_last)
+
+
+class MetaBatches:
+    """Endless meta batches from H: shuffled cycles, eval-style images, every batch full.
+
+    A batch that crosses a cycle boundary takes the rest of one permutation and the start of the
+    next, so every H item is used once per cycle; if H is smaller than the batch size, each batch
+    is all of H in a fresh order. With file splits and workers, the DataLoader prefetches, so the
+    generator runs a few batches ahead of what has been consumed.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        ds: LTDataset,
+        batch_size: int,
+        device: torch.device,
+        num_workers: int = 0,
+    ) -> None:
+        if len(split) == 0:
+            raise ValueError("MetaBatches needs a non-empty meta split (data.meta_per_class > 0)")
+        self.n = len(split)
+        self.batch_size = min(batch_size, self.n)
+        self.device = device
+        self.num_workers = num_workers
+        self._tensors: TensorBatches | None = None
+        self._files: _FileDataset | None = None
+        if split.in_memory:
+            self._tensors = TensorBatches(split, ds, self.batch_size, shuffle=False,
+                                          augment="none", device=device)
+        else:
+            assert split.paths is not None
+            self._files = _FileDataset(split.paths, split.labels.tolist(),
+                                       file_transform(ds, "none"))
+
+    def _index_batches(self, gen: torch.Generator | None) -> Iterator[list[int]]:
+        pending: list[int] = []
+        while True:
+            while len(pending) < self.batch_size:
+                pending += torch.randperm(self.n, generator=gen).tolist()
+            yield pending[: self.batch_size]
+            pending = pending[self.batch_size :]
+
+    def stream(self, generator: torch.Generator | None) -> Iterator[Batch]:
+        if self._tensors is not None:
+            t = self._tensors
+            for idx in self._index_batches(generator):
+                i = torch.tensor(idx, device=self.device)
+                yield t.normalize(t.images[i]), t.labels[i]
+        else:
+            assert self._files is not None
+            batches = ([(i, -1) for i in idx] for idx in self._index_batches(generator))
+            yield from _load(self._files, batches, self.num_workers, self.device)
