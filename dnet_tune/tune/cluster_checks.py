@@ -1,0 +1,38 @@
+"""Checks of the Ray cluster a search runs on, made before any trial is launched."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+from dnet_tune.errors import UserError
+from dnet_tune.tune.results import is_uri
+
+REACH_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's long retry loop, when the head cannot be reached."""
+    if address == "auto":
+        return
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = parsed.hostname, parsed.port or (10001 if parsed.scheme == "ray" else 6379)
+    if not host:
+        raise UserError(f"--address '{address}' is not host:port or ray://host:port")
+    try:
+        with socket.create_connection((host, port), timeout=REACH_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at '{address}' ({exc.strerror or exc}); "
+                        f"check --address / RAY_ADDRESS and that the head is up") from None
+
+
+def check_cluster(storage: str) -> None:
+    """Multi-node clusters need shared storage: trial results are written on every node."""
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) > 1 and not is_uri(storage):
+        raise UserError(f"--storage '{storage}' is a local path but the cluster has "
+                        f"{len(alive)} nodes; pass shared storage such as s3://bucket/dnet, "
+                        f"gs://bucket/dnet or a path on a shared filesystem as file:///mnt/...")

@@ -1,0 +1,62 @@
+"""`search`, `report` and `export`: argument mapping and printing, nothing else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.table import Table
+
+from dnet_tune.console import make_console, pct
+from dnet_tune.io import json_safe
+
+
+def cmd_search(args: Any) -> int:
+    from dnet_tune.tune.search import SearchRequest, run_search
+
+    req = SearchRequest(
+        dataset=args.dataset, method=args.method, gpus=args.gpus,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+        trials=args.trials, max_epochs=args.max_epochs, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, space=args.space, address=args.address,
+        storage=args.storage, name=args.name, seed=args.seed, smoke=args.smoke,
+        baseline=not args.no_baseline, sets=args.set, data_dir=args.data_dir,
+    )
+    run_search(req, make_console(args.quiet))
+    return 0
+
+
+def cmd_report(args: Any) -> int:
+    from dnet_tune.tune.results import report
+
+    rows = report(args.storage)
+    if args.json:
+        print(json.dumps(json_safe(rows)))
+        return 0
+    console = make_console()
+    if not rows:
+        console.print(f"no finished experiments under '{args.storage}'")
+        return 0
+    table = Table(title=f"best configuration per dataset ({args.storage})")
+    for col in ("dataset", "method", "experiment", "trial", "epoch", "val", "test", "many",
+                "medium", "few", "ce baseline test"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["dataset"], r["method"], r["experiment"], r["trial_id"], str(r["epoch"]),
+                      pct(r["val_acc"]), pct(r["test_acc"]), pct(r["test_many"]),
+                      pct(r["test_medium"]), pct(r["test_few"]), pct(r["baseline_test_acc"]))
+    console.print(table)
+    for r in rows:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(r["config"].items()))
+        console.print(f"[bold]{r['dataset']}[/]: {params}")
+    return 0
+
+
+def cmd_export(args: Any) -> int:
+    from dnet_tune.tune.results import export
+
+    row = export(args.experiment, args.out, args.trial)
+    make_console().print(f"wrote {args.out}: trial {row['trial_id']}, val_acc "
+                         f"{pct(row['best_val_acc'])}% at epoch {row['best_epoch']}; "
+                         f"run it with: dnet-tune train --config {args.out}")
+    return 0

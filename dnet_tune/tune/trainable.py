@@ -1,0 +1,65 @@
+"""The Ray Tune function trainable: the core training loop, reported and checkpointed per epoch.
+
+Nothing here trains: it builds the trial's config, hands it to `dnet_tune.train.Trainer`,
+and turns each epoch into `tune.report(metrics, checkpoint=...)`. Resuming (after a node
+failure or a restored experiment) reloads the trainer's own checkpoint, whose epoch counter and
+RNG states make the continuation exact; ASHA reads our `epoch`, not Tune's
+`training_iteration`, because the latter restarts from 1 after a restore.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from dnet_tune.config import config_from_dict
+from dnet_tune.data.base import LTDataset
+from dnet_tune.tune.space import apply_flat
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class DataHandle:
+    """A reference to the one object-store copy of the dataset, shared by every trial."""
+
+    ref: Any  # ray.ObjectRef[LTDataset]
+
+    def get(self) -> LTDataset:
+        dataset: LTDataset = ray.get(self.ref)
+        return dataset
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial shares: the resolved base config and which sampled names are structural."""
+
+    base: dict[str, Any]
+    virtual: frozenset[str]
+
+
+def _placement() -> dict[str, Any]:
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename}
+
+
+def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> None:
+    from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
+
+    cfg = config_from_dict(apply_flat(setup.base, config, setup.virtual))
+    trainer = Trainer(cfg, data.get())
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            trainer.load_state_dict(load_checkpoint(str(Path(d) / CHECKPOINT_FILE)))
+    where = {**_placement(), "device": str(trainer.device)}
+    for metrics in trainer.fit():
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(trainer, str(Path(d) / CHECKPOINT_FILE))
+            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))

@@ -1,0 +1,91 @@
+"""Our terminal view of a search: a live status panel and a final table of the top trials.
+
+Ray's own tables are turned off (verbose 0); this keeps ~400 lines of console output for 16
+trials down to one live panel, while trial errors are still printed as they happen.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from dnet_tune.console import pct
+
+KEY_PARAMS = ("method.lam", "dn.lr", "dn.hidden", "dn.input_mode", "method.driver_target",
+              "method.meta_grad", "method.meta_interval", "optim.lr", "method.cdb_tau",
+              "method.focal_gamma", "method.cb_beta")
+
+
+class SearchView:
+    def __init__(self, console: Console, title: str, trials: int) -> None:
+        self.console = console
+        self.title = title
+        self.trials = trials
+        self.state: dict[str, str] = {}
+        self.best: tuple[float, str, int] | None = None
+        self.start = time.monotonic()
+        self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
+
+    def __enter__(self) -> SearchView:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.update(self._render())
+        self.live.__exit__(*exc)
+
+    def result(self, trial_id: str, metrics: dict[str, Any]) -> None:
+        self.state[trial_id] = "running"
+        v = metrics.get("val_acc")
+        if v is not None and (self.best is None or v > self.best[0]):
+            self.best = (float(v), trial_id, int(metrics["epoch"]))
+        self.live.update(self._render())
+
+    def done(self, trial_id: str, status: str) -> None:
+        self.state[trial_id] = status
+        self.live.update(self._render())
+
+    def error(self, trial_id: str, message: str) -> None:
+        self.state[trial_id] = "errored"
+        self.console.print(f"[red]trial {trial_id} failed:[/] {message}")
+        self.live.update(self._render())
+
+    def _render(self) -> Group:
+        counts = {s: sum(v == s for v in self.state.values())
+                  for s in ("running", "stopped", "finished", "errored")}
+        line = (f"[bold]{self.title}[/]  {len(self.state)}/{self.trials} trials started · "
+                f"running {counts['running']} · stopped by ASHA {counts['stopped']} · "
+                f"finished {counts['finished']} · errored {counts['errored']} · "
+                f"{time.monotonic() - self.start:.0f}s")
+        best = (f"best so far: val_acc {pct(self.best[0])}% (trial {self.best[1]}, "
+                f"epoch {self.best[2]})" if self.best else "best so far: -")
+        return Group(Text.from_markup(line), Text(best))
+
+
+def top_table(summary: list[dict[str, Any]], n: int = 5) -> Table:
+    rows = sorted((r for r in summary if r["best_val_acc"] is not None and r["role"] == "search"),
+                  key=lambda r: -r["best_val_acc"])[:n]
+    baseline = [r for r in summary if r["role"] == "baseline"]
+    table = Table(title="top trials (selected on val; test reported, never optimised)")
+    for col in ("trial", "status", "epoch", "val", "test", "few"):
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    table.add_column("key hyperparameters", overflow="fold")
+    for r in [*rows, *baseline]:
+        params = ", ".join(f"{k.split('.', 1)[1]}={_fmt(r.get(f'config/{k}'))}" for k in KEY_PARAMS
+                           if r.get(f"config/{k}") is not None)
+        if r["role"] == "baseline":
+            params = "ce, same epochs and seed (baseline)"
+        table.add_row(r["trial_id"], r["status"], str(r["best_epoch"]), pct(r["best_val_acc"]),
+                      pct(r["test_acc_at_best"]), pct(r["test_few_at_best"]), params)
+    return table
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
