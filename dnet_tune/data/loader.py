@@ -228,6 +228,9 @@ def _load(
         batch_sampler=batches,  # type: ignore[arg-type]
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
+        # Worker base seeds would otherwise be drawn from the global RNG; items carry their own
+        # seeds, so a constant generator keeps the caller's RNG untouched at no cost.
+        generator=torch.Generator().manual_seed(0),
     )
     for x, y in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
