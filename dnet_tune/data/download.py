@@ -14,10 +14,13 @@ _ALIASES = {"cifar10": "cifar10", "cifar10_lt": "cifar10", "cifar100": "cifar100
             "cifar100_lt": "cifar100"}
 
 
-def download(name: str, data_dir: str | Path) -> Path:
-    """Download CIFAR-10/100 (train and test) under `data_dir`; returns the dataset folder."""
+def download(name: str, data_dir: str | Path | None = None) -> Path:
+    """Download CIFAR-10/100 (train and test) under `data_dir` (None: the builders' default)."""
+    from dnet_tune.config import DataConfig
+    from dnet_tune.data.registry import resolve_data_dir
+
     key = _ALIASES.get(name)
-    root = Path(data_dir).expanduser()
+    root = resolve_data_dir(DataConfig(data_dir=str(data_dir) if data_dir else None))
     if key is None:
         if name in ("imagenet_lt", "places_lt", "folder_lt", "digits_lt"):
             raise UserError(

@@ -69,3 +69,12 @@ def test_listing_and_unknown_names():
         dataset_recipe("mnist_lt")
     with pytest.raises(UserError, match="unknown dataset 'nope'"):
         build_dataset(config_from_dict({"data": {"name": "nope"}}).data)
+
+
+def test_download_refuses_what_it_cannot_fetch(tmp_path):
+    from dnet_tune.data.download import download
+
+    with pytest.raises(UserError, match="cannot be downloaded"):
+        download("imagenet_lt", tmp_path)
+    with pytest.raises(UserError, match="choose cifar10 or cifar100"):
+        download("svhn", tmp_path)
