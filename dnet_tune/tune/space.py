@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from dnet_tune.config import config_from_dict, merge
+from dnet_tune.config import config_from_dict, merge, yaml_load
 from dnet_tune.errors import UserError
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -256,7 +256,7 @@ def load_space(path: str | Path) -> SearchSpace:
     if not p.is_file():
         raise UserError(f"search space '{p}' does not exist; see search_spaces/ for examples")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml_load(p.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""
