@@ -65,7 +65,7 @@ def lr_at(cfg: Config, epoch: int) -> float:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: tuple[Any, ...] = tuple(np.random.get_state())
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),

@@ -1,24 +1,62 @@
-"""Shared fixtures: a real local Ray (2 CPUs) with its files under a pytest tmp dir."""
+"""Shared fixtures: a real local Ray (2 CPUs) with its files under a pytest tmp dir, the CLI."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
+from dnet_tune.cli import main
 
-@pytest.fixture(scope="session")
+
+@pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
+    """One real Ray per test module, so a module may start its own multi-node cluster instead."""
     import ray
 
+    if ray.is_initialized():
+        ray.shutdown()
     temp = tmp_path_factory.mktemp("ray")
+    old = os.environ.get("DNET_RAY_TEMP_DIR")
     os.environ["DNET_RAY_TEMP_DIR"] = str(temp)
     ray.init(num_cpus=2, _temp_dir=str(temp), include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+    if old is None:
+        os.environ.pop("DNET_RAY_TEMP_DIR", None)
+    else:
+        os.environ["DNET_RAY_TEMP_DIR"] = old
 
 
 @pytest.fixture
 def chdir_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def cli(capsys) -> Callable[..., tuple[int, str, str]]:
+    """Run `dnet-tune ARGV...` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dnet-tune: error: ")
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture
+def one_line_error() -> Callable[..., None]:
+    return assert_one_line_error

@@ -6,6 +6,8 @@ net express *relative* difficulty; the absolute ablation shares one scalar MLP a
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -27,7 +29,7 @@ class DifficultyNet(nn.Module):
         width = num_classes if input_mode == "relative" else 1
         dims = [width, *hidden, width]
         layers: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
             layers.append(nn.Linear(d_in, d_out, bias=bias))
             if i < len(dims) - 2:
                 layers.append(nn.ReLU())

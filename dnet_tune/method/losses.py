@@ -28,7 +28,9 @@ def focal(logits: torch.Tensor, y: torch.Tensor, gamma: float) -> torch.Tensor:
     return -((1.0 - logp.exp()) ** gamma) * logp
 
 
-def weighted_mean(per_sample: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+def weighted_mean(
+    per_sample: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
+) -> torch.Tensor:
     if w is None:
         return per_sample.mean()
     return (w[y] * per_sample).mean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from urllib.parse import urlparse
 
@@ -36,3 +37,31 @@ def check_cluster(storage: str) -> None:
         raise UserError(f"--storage '{storage}' is a local path but the cluster has "
                         f"{len(alive)} nodes; pass shared storage such as s3://bucket/dnet, "
                         f"gs://bucket/dnet or a path on a shared filesystem as file:///mnt/...")
+
+
+_VERSIONS = re.compile(r"Ray: (\S+)\s+Python: (\S+)")
+
+
+def version_mismatch(error: str, address: str) -> UserError | None:
+    """Ray's multi-line "Version mismatch" error as one line that says what differs and what to do.
+
+    Ray refuses a driver whose Ray or Python version differs from the cluster's; the default
+    message is a block of text inside a traceback. Returns None for any other error.
+    """
+    if "Version mismatch" not in error:
+        return None
+    found = _VERSIONS.findall(error)
+    if len(found) < 2:
+        return UserError(f"the Ray cluster at '{address}' runs other Ray/Python versions than "
+                         f"this driver; install the cluster's or use ray job submit")
+    (c_ray, c_py), (d_ray, d_py) = found[0], found[1]
+    differ = []
+    if c_ray != d_ray:
+        differ.append(f"Ray {d_ray} here vs {c_ray} on the cluster")
+    if c_py != d_py:
+        differ.append(f"Python {d_py} here vs {c_py} on the cluster")
+    fix = (f"pip install 'ray[tune]=={c_ray}' and use Python {c_py}, or run the search on the "
+           f"cluster with ray job submit")
+    return UserError(f"version mismatch with the Ray cluster at '{address}': "
+                     f"{'; '.join(differ) or 'see ray status'}; {fix}")
+

@@ -13,6 +13,7 @@ both, and local writes are atomic (temp file + rename).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -190,10 +191,8 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for pkg in ("dnet-tune", "torch", "ray", "optuna", "pyarrow", "numpy"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 

@@ -91,10 +91,10 @@ def plan_resources(req: SearchRequest, cluster: dict[str, float]) -> Resources:
         gpt = 1.0 if req.gpus_per_trial is None else float(req.gpus_per_trial)
         if gpt > gpus:
             raise UserError(f"--gpus-per-trial {gpt:g} is more than --gpus {gpus:g}")
-        slots = int(math.floor(gpus / gpt + 1e-9))
+        slots = math.floor(gpus / gpt + 1e-9)
     else:
         gpt = 0.0
-        slots = int(math.floor(have_cpu / req.cpus_per_trial + 1e-9))
+        slots = math.floor(have_cpu / req.cpus_per_trial + 1e-9)
     if req.cpus_per_trial > have_cpu:
         raise UserError(f"--cpus-per-trial {req.cpus_per_trial:g} is more than the cluster's "
                         f"{have_cpu:g} CPUs")
@@ -137,16 +137,25 @@ def connect(address: str | None) -> bool:
     """Connect to `address` / $RAY_ADDRESS, or start a local Ray; True if we started it."""
     import ray
 
-    if ray.is_initialized():
-        return False
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
-                              "logging_level": "ERROR"}
     if address:
         from dnet_tune.tune.cluster_checks import check_reachable
 
         check_reachable(address)
-        ray.init(address=address, **kwargs)
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
+                              "logging_level": "ERROR"}
+    if address:
+        from dnet_tune.tune.cluster_checks import version_mismatch
+
+        try:
+            ray.init(address=address, **kwargs)
+        except RuntimeError as exc:
+            mismatch = version_mismatch(str(exc), address)
+            if mismatch is None:
+                raise
+            raise mismatch from None
         return False
     if os.environ.get(RAY_TEMP_ENV):
         kwargs["_temp_dir"] = os.environ[RAY_TEMP_ENV]
@@ -171,9 +180,12 @@ class SearchOutcome:
 
 def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
     from dnet_tune.config import config_from_dict
-    from dnet_tune.data.registry import build_dataset
+    from dnet_tune.data.registry import DATASETS, build_dataset
+    from dnet_tune.method.methods import METHODS
 
     check_arguments(req)
+    DATASETS.get(req.dataset)  # an unknown name fails here, before any file is looked up
+    METHODS.get(req.method)
     space = find_space(req)
     budget = budget_for(req, space)
     base = base_config(req, space, budget, req.method)

@@ -4,24 +4,6 @@ import json
 
 import pytest
 
-from dnet_tune.cli import main
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("dnet-tune: error: ")
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0]
-
 
 @pytest.mark.parametrize(
     ("argv", "needles"),
@@ -36,37 +18,37 @@ def assert_one_line_error(code, err, *needles):
          ["/nonexistent/dir", "dnet-tune data download cifar10"]),
     ],
 )
-def test_train_bad_input(capsys, tmp_path, argv, needles):
+def test_train_bad_input(cli, tmp_path, argv, needles, one_line_error):
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, "train", *argv, "--output", str(out))
-    assert_one_line_error(code, err, *needles)
+    code, _, err = cli("train", *argv, "--output", str(out))
+    one_line_error(code, err, *needles)
     assert not out.exists()
 
 
-def test_train_bad_config_file(capsys, tmp_path):
+def test_train_bad_config_file(cli, tmp_path, one_line_error):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("dn: {hidden: [64, 64]}\nmodel: {nme: resnet32}\n")
-    code, _, err = run_cli(capsys, "train", "--config", str(cfg), "--output", str(tmp_path / "r"))
-    assert_one_line_error(code, err, "model.nme")
-    code, _, err = run_cli(capsys, "train", "--config", str(tmp_path / "missing.yaml"))
-    assert_one_line_error(code, err, "missing.yaml")
+    code, _, err = cli("train", "--config", str(cfg), "--output", str(tmp_path / "r"))
+    one_line_error(code, err, "model.nme")
+    code, _, err = cli("train", "--config", str(tmp_path / "missing.yaml"))
+    one_line_error(code, err, "missing.yaml")
 
 
-def test_train_smoke_and_refuses_to_overwrite(capsys, tmp_path):
+def test_train_smoke_and_refuses_to_overwrite(cli, tmp_path, one_line_error):
     out = tmp_path / "run"
-    code, stdout, _ = run_cli(capsys, "train", "--dataset", "digits_lt", "--method", "ce",
+    code, stdout, _ = cli("train", "--dataset", "digits_lt", "--method", "ce",
                               "--smoke", "--output", str(out))
     assert code == 0
     assert "selected epoch" in stdout and (out / "final.json").is_file()
-    code, _, err = run_cli(capsys, "train", "--dataset", "digits_lt", "--output", str(out))
-    assert_one_line_error(code, err, "--resume")
-    code, _, _ = run_cli(capsys, "train", "--output", str(out), "--resume", "--epochs", "3")
+    code, _, err = cli("train", "--dataset", "digits_lt", "--output", str(out))
+    one_line_error(code, err, "--resume")
+    code, _, _ = cli("train", "--output", str(out), "--resume", "--epochs", "3")
     assert code == 0
     assert json.loads((out / "final.json").read_text())["last_epoch"] == 3
 
 
-def test_data_describe_json(capsys):
-    code, out, _ = run_cli(capsys, "data", "describe", "digits_lt", "--json")
+def test_data_describe_json(cli):
+    code, out, _ = cli("data", "describe", "digits_lt", "--json")
     assert code == 0
     info = json.loads(out)
     for key in ("train", "meta", "val", "test", "many", "medium", "few"):
@@ -78,15 +60,15 @@ def test_data_describe_json(capsys):
     assert sorted(groups) == list(range(10))
 
 
-def test_data_list_shows_every_dataset(capsys):
+def test_data_list_shows_every_dataset(cli):
     from dnet_tune.data.registry import DATASETS
 
-    code, out, _ = run_cli(capsys, "data", "list")
+    code, out, _ = cli("data", "list")
     assert code == 0
     for name in DATASETS.names():
         assert name in out
 
 
-def test_unknown_subcommand_is_one_line(capsys):
-    code, _, err = run_cli(capsys, "frobnicate")
-    assert_one_line_error(code, err)
+def test_unknown_subcommand_is_one_line(cli, one_line_error):
+    code, _, err = cli("frobnicate")
+    one_line_error(code, err)

@@ -52,7 +52,7 @@ def test_int_accepted_where_float_expected_and_tau_number_or_dynamic():
 def test_parse_set_nests_and_parses_yaml_values():
     assert parse_set(["a.b=1", "a.c=[1, 2]", "d=text"]) == {"a": {"b": 1, "c": [1, 2]},
                                                             "d": "text"}
-    with pytest.raises(UserError, match="key.sub=value"):
+    with pytest.raises(UserError, match=r"key\.sub=value"):
         parse_set(["novalue"])
 
 

@@ -8,9 +8,9 @@ from torch import nn
 
 from dnet_tune.config import Config
 from dnet_tune.method.difficulty_net import class_weights, driver_loss, driver_target
+from dnet_tune.method.losses import cross_entropy
 from dnet_tune.method.meta_step import meta_loss_reference
 from dnet_tune.method.methods import DifficultyNetMethod
-from dnet_tune.method.losses import cross_entropy
 
 C = 3
 
@@ -115,7 +115,8 @@ def test_real_step_uses_weights_from_the_updated_difficulty_net():
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
     phi_before = [p.clone() for p in method.dn.parameters()]
     method.train_step(model, x, y, opt, 0.5, iter([(xm, ym)]))
-    assert any(not torch.equal(a, b) for a, b in zip(phi_before, method.dn.parameters()))
+    phi_after = list(method.dn.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(phi_before, phi_after, strict=True))
     with torch.no_grad():
         w = class_weights(method.dn(method.class_acc))
     loss = (w[y] * cross_entropy(reference(x), y)).mean()

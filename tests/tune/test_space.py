@@ -1,0 +1,183 @@
+"""Search spaces: every bundled file yields valid configs; broken files fail naming the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from dnet_tune.config import config_from_dict
+from dnet_tune.data.registry import DATASETS
+from dnet_tune.errors import UserError
+from dnet_tune.method.methods import METHODS
+from dnet_tune.tune.search import SearchRequest, base_config, budget_for
+from dnet_tune.tune.space import apply_flat, check_against_config, default_space_path, load_space
+
+SAMPLES = 50
+
+
+@pytest.mark.parametrize("dataset", DATASETS.names())
+def test_every_dataset_has_a_space_covering_every_method(dataset):
+    space = load_space(default_space_path(dataset))
+    assert sorted(space.methods) == sorted(METHODS.names())
+    assert space.smoke.trials <= space.budget.trials
+    assert space.smoke.max_epochs <= space.budget.max_epochs
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("dataset", DATASETS.names())
+def test_bundled_space_yields_valid_configs(dataset, method):
+    space = load_space(default_space_path(dataset))
+    req = SearchRequest(dataset=dataset, method=method)
+    base = base_config(req, space, budget_for(req, space), method)
+    flats = check_against_config(space, base, method, samples=SAMPLES, seed=1)
+    assert len(flats) == SAMPLES
+    virtual = space.virtual_names(method)
+    for flat in flats:
+        cfg = config_from_dict(apply_flat(base, flat, virtual))
+        assert cfg.method.name == method
+        assert cfg.data.name == dataset
+        for p in space.params_for(method):
+            if p.virtual or p.per_layer or p.name not in flat:
+                continue
+            section, key = p.name.split(".")
+            value = getattr(getattr(cfg, section), key)
+            assert value == flat[p.name]
+            if p.type != "categorical":
+                assert p.low is not None and p.high is not None
+                assert p.low <= value <= p.high
+
+
+def test_difficulty_net_structure_is_conditional():
+    """DN depth decides how many widths exist; meta_interval only exists for full meta-grad."""
+    space = load_space(default_space_path("digits_lt"))
+    req = SearchRequest(dataset="digits_lt")
+    base = base_config(req, space, budget_for(req, space), "difficulty_net")
+    flats = check_against_config(space, base, "difficulty_net", samples=SAMPLES, seed=3)
+    depths, grads = set(), set()
+    for flat in flats:
+        depth = flat["dn.depth"]
+        depths.add(depth)
+        assert len(flat["dn.hidden"]) == depth
+        assert [flat[f"dn.width_{i}"] for i in range(depth)] == flat["dn.hidden"]
+        assert all(64 <= w <= 1024 for w in flat["dn.hidden"])
+        grads.add(flat["method.meta_grad"])
+        assert ("method.meta_interval" in flat) == (flat["method.meta_grad"] == "full")
+        cfg = config_from_dict(apply_flat(base, flat, space.virtual_names("difficulty_net")))
+        assert cfg.dn.hidden == flat["dn.hidden"]
+        if flat["method.meta_grad"] == "detached":
+            assert cfg.method.meta_interval == base["method"]["meta_interval"]
+    assert depths == {1, 2, 3}
+    assert grads == {"full", "detached"}
+
+
+def test_sampling_is_seeded():
+    space = load_space(default_space_path("digits_lt"))
+    req = SearchRequest(dataset="digits_lt")
+    base = base_config(req, space, budget_for(req, space), "difficulty_net")
+    a = check_against_config(space, base, "difficulty_net", samples=5, seed=7)
+    b = check_against_config(space, base, "difficulty_net", samples=5, seed=7)
+    c = check_against_config(space, base, "difficulty_net", samples=5, seed=8)
+    assert a == b
+    assert a != c
+
+
+VALID = {
+    "budget": {"trials": 4, "max_epochs": 4, "grace_period": 1, "reduction_factor": 2},
+    "smoke": {"trials": 2, "max_epochs": 2, "grace_period": 1, "reduction_factor": 2},
+    "common": {"optim.lr": {"type": "float", "low": 0.01, "high": 0.2, "log": True}},
+    "methods": {"difficulty_net": {
+        "dn.depth": {"type": "int", "low": 1, "high": 2, "virtual": True},
+        "dn.width": {"type": "int", "low": 8, "high": 64, "per_layer": "dn.depth",
+                     "into": "dn.hidden"},
+        "method.meta_grad": {"type": "categorical", "choices": ["full", "detached"]},
+        "method.meta_interval": {"type": "categorical", "choices": [1, 2],
+                                 "when": {"method.meta_grad": "full"}},
+    }},
+}
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _mutate(path_keys, value):
+    import copy
+
+    data = copy.deepcopy(VALID)
+    node = data
+    for k in path_keys[:-1]:
+        node = node[k]
+    if value is _DELETE:
+        del node[path_keys[-1]]
+    else:
+        node[path_keys[-1]] = value
+    return data
+
+
+_DELETE = object()
+DN = ("methods", "difficulty_net")
+
+
+def test_valid_space_loads(tmp_path):
+    space = load_space(_write(tmp_path, VALID))
+    assert [p.name for p in space.params_for("difficulty_net")][:2] == ["optim.lr", "dn.depth"]
+    assert space.budget.trials == 4
+
+
+@pytest.mark.parametrize(
+    ("keys", "value", "needles"),
+    [
+        (("budgt",), {}, ["budgt", "unknown key"]),
+        (("budget", "trials"), 0, ["budget.trials", ">= 1"]),
+        (("budget", "grace_period"), 9, ["budget.grace_period", "max_epochs"]),
+        (("smoke",), _DELETE, ["smoke"]),
+        (("common", "optim.lr", "hgh"), 1, ["common.optim.lr.hgh", "unknown key"]),
+        (("common", "optim.lr", "low"), 0.5, ["common.optim.lr", "inverted"]),
+        (("common", "optim.lr", "high"), 0.01, ["common.optim.lr", "inverted"]),
+        (("common", "optim.lr", "low"), 0.0, ["common.optim.lr.low", "log range"]),
+        (("common", "optim.lr", "low"), "small", ["common.optim.lr.low", "number"]),
+        (("common", "optim.lr", "type"), "uniform", ["common.optim.lr.type"]),
+        ((*DN, "method.meta_grad", "choices"), [], ["methods.difficulty_net.method.meta_grad",
+                                                    "non-empty"]),
+        ((*DN, "method.meta_interval", "when"), {"method.nope": 1},
+         ["method.meta_interval.when.method.nope", "earlier parameter"]),
+        ((*DN, "dn.width", "per_layer"), "dn.missing", ["dn.width.per_layer"]),
+        (("methods", "magic"), {}, ["methods.magic", "unknown method"]),
+    ],
+)
+def test_invalid_space_names_the_key(tmp_path, keys, value, needles):
+    with pytest.raises(UserError) as info:
+        load_space(_write(tmp_path, _mutate(keys, value)))
+    msg = str(info.value)
+    assert "\n" not in msg
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_parameter_that_is_no_config_key_is_caught_at_load(tmp_path):
+    data = _mutate((*DN, "dn.lrr"), {"type": "float", "low": 1e-4, "high": 1e-2, "log": True})
+    space = load_space(_write(tmp_path, data))
+    req = SearchRequest(dataset="digits_lt")
+    base = base_config(req, space, budget_for(req, space), "difficulty_net")
+    with pytest.raises(UserError, match=r"dn\.lrr"):
+        check_against_config(space, base, "difficulty_net")
+
+
+def test_wrong_value_type_is_caught_at_load(tmp_path):
+    data = _mutate((*DN, "method.meta_grad", "choices"), ["full", "sideways"])
+    space = load_space(_write(tmp_path, data))
+    req = SearchRequest(dataset="digits_lt")
+    base = base_config(req, space, budget_for(req, space), "difficulty_net")
+    with pytest.raises(UserError, match=r"method\.meta_grad"):
+        check_against_config(space, base, "difficulty_net", samples=20)
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_space(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("budget: {trials: [1,\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_space(bad)
