@@ -1,0 +1,111 @@
+"""`search` on a real multi-node Ray (`ray.cluster_utils.Cluster`): a CPU head that runs no
+trials and two workers with 2 logical GPUs each. The GPUs are Ray resources only, so trials
+must fall back to CPU while still being placed and packed by their GPU requests."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from dnet_tune.cli import main
+
+MB = 1024**2
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster(tmp_path_factory):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    temp = tmp_path_factory.mktemp("raycluster")
+    # the Cluster helper writes its address file under RAY_TMPDIR, not under temp_dir
+    old_tmpdir = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(temp)
+    (temp / "ray").mkdir()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "num_gpus": 0, "temp_dir": str(temp), "include_dashboard": False,
+        "object_store_memory": 150 * MB})
+    for _ in range(2):
+        cluster.add_node(num_cpus=4, num_gpus=2, object_store_memory=150 * MB)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    head = [n["NodeID"] for n in nodes if not n["Resources"].get("GPU")]
+    workers = [n["NodeID"] for n in nodes if n["Resources"].get("GPU")]
+    assert len(head) == 1 and len(workers) == 2
+    yield {"head": head[0], "workers": set(workers)}
+    ray.shutdown()
+    cluster.shutdown()
+    if old_tmpdir is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = old_tmpdir
+
+
+def run(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def search(storage, name, *extra):
+    return run("search", "--dataset", "digits_lt", "--smoke", "--trials", 8, "--storage",
+               f"file://{storage}", "--name", name, "--quiet", *extra)
+
+
+def placement(exp):
+    rows = pq.read_table(exp / "trials.parquet").to_pylist()
+    meta = json.loads((exp / "search.json").read_text())
+    summary = pq.read_table(exp / "summary.parquet").to_pylist()
+    return rows, meta, summary
+
+
+def test_one_gpu_per_trial_spreads_over_workers_not_the_head(gpu_cluster, tmp_path):
+    code, _, err = search(tmp_path, "g1", "--gpus", 4, "--gpus-per-trial", 1)
+    assert code == 0, err
+    rows, meta, summary = placement(tmp_path / "g1")
+    assert not [r for r in summary if r["status"] == "errored"], summary
+    search_rows = [r for r in rows if r["role"] == "search"]
+    nodes = {r["node_id"] for r in search_rows}
+    assert gpu_cluster["head"] not in {r["node_id"] for r in rows}
+    assert nodes == gpu_cluster["workers"]
+    assert {r["device"] for r in rows} == {"cpu"}  # logical GPUs only: CPU fallback
+    assert meta["resources"]["slots"] == 4 and meta["resources"]["gpus_per_trial"] == 1.0
+    assert 1 <= meta["peak_running_trials"] <= 4
+    assert len({r["trial_id"] for r in search_rows}) == 8
+
+
+def test_half_a_gpu_per_trial_packs_up_to_eight(gpu_cluster, tmp_path):
+    code, _, err = search(tmp_path, "g05", "--gpus-per-trial", 0.5, "--no-baseline")
+    assert code == 0, err
+    rows, meta, _ = placement(tmp_path / "g05")
+    assert meta["resources"]["gpus"] == 4 and meta["resources"]["slots"] == 8
+    assert 4 < meta["peak_running_trials"] <= 8
+    assert {r["node_id"] for r in rows} == gpu_cluster["workers"]
+
+
+def test_more_gpus_than_the_cluster_has_fails_before_launch(gpu_cluster, tmp_path):
+    code, _, err = search(tmp_path, "g6", "--gpus", 6)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "dnet-tune: error: --gpus 6 asks for more GPUs than the cluster has (4); "
+        "pass --gpus 4 or fewer"]
+    assert not tmp_path.joinpath("g6").exists()
+
+
+def test_local_storage_is_refused_on_a_multi_node_cluster(gpu_cluster, tmp_path):
+    storage = tmp_path / "local"
+    code, _, err = run("search", "--smoke", "--storage", storage, "--name", "x")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "local path but the cluster has 3 nodes" in lines[0]
+    assert "s3://" in lines[0]
+    assert not storage.exists()
