@@ -30,7 +30,14 @@ import yaml
 from dnet_tune.config import config_from_dict, merge, yaml_load
 from dnet_tune.errors import UserError
 
-SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+
+def bundled_spaces_dir() -> Path:
+    """`search_spaces/` of a checkout, else the copy a wheel ships as `dnet_tune/search_spaces`."""
+    here = Path(__file__).resolve()
+    checkout = here.parents[2] / "search_spaces"
+    return checkout if checkout.is_dir() else here.parents[1] / "search_spaces"
+
+
 PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "when", "virtual", "per_layer",
               "into"}
 BUDGET_KEYS = {"trials", "max_epochs", "grace_period", "reduction_factor"}
@@ -148,7 +155,7 @@ def _nest(key: str, value: Any) -> dict[str, Any]:
 
 
 def default_space_path(dataset: str) -> Path:
-    return SPACES_DIR / f"{dataset}.yaml"
+    return bundled_spaces_dir() / f"{dataset}.yaml"
 
 
 def _fail(path: str, key: str, msg: str) -> UserError:

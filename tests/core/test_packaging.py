@@ -1,0 +1,39 @@
+"""A built wheel carries the search spaces, so a pip-installed dnet-tune (a cluster node, a
+RayJob without a checkout) finds `search_spaces/<dataset>.yaml` for every registered dataset."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from dnet_tune.data.registry import DATASETS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_wheel_ships_the_search_spaces_and_finds_them_installed(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("dnet_tune", "search_spaces"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps",
+                    "--no-build-isolation", "-q", "-w", str(wheels)], check=True)
+    (wheel,) = wheels.glob("dnet_tune-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for dataset in DATASETS.names():
+        assert f"dnet_tune/search_spaces/{dataset}.yaml" in names
+
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(target), str(wheel)], check=True)
+    code = ("from dnet_tune.tune.space import default_space_path, load_space; "
+            "p = default_space_path('digits_lt'); load_space(p); print(p)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, cwd=tmp_path, env={"PYTHONPATH": str(target)}).stdout
+    assert Path(out.strip()).is_relative_to(target)
