@@ -45,9 +45,23 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(json_safe(data), indent=2) + "\n")
 
 
-def write_parquet_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
+def rows_to_table(rows: list[dict[str, Any]]) -> Any:
+    """Rows with differing keys as one table with every column (missing cells null).
+
+    `pa.Table.from_pylist` takes its columns from the first row alone and silently drops keys
+    that only later rows have: conditional hyperparameters (a meta interval that exists only
+    for full meta-gradients) would vanish from the results.
+    """
     import pyarrow as pa
+
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows])
+
+
+def write_parquet_rows(path: str | Path, rows: list[dict[str, Any]]) -> None:
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows)
+    table = rows_to_table(rows)
     atomic_write(path, lambda p: pq.write_table(table, p))

@@ -30,7 +30,7 @@ import yaml
 
 from dnet_tune.config import dump_yaml
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write, json_safe
+from dnet_tune.io import atomic_write, json_safe, rows_to_table
 
 SEARCH_ROLE, BASELINE_ROLE = "search", "baseline"
 METRIC_KEYS = ("epoch", "lr", "train_loss", "val_acc", "val_many", "val_medium", "val_few",
@@ -97,7 +97,7 @@ def list_dirs(location: str) -> list[str]:
 
 def _table_bytes(rows: list[dict[str, Any]]) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), sink)
+    pq.write_table(rows_to_table(rows), sink)
     return sink.getvalue()
 
 

@@ -16,9 +16,11 @@ from rich.text import Text
 
 from dnet_tune.console import pct
 
-KEY_PARAMS = ("method.lam", "dn.lr", "dn.hidden", "dn.input_mode", "method.driver_target",
-              "method.meta_grad", "method.meta_interval", "optim.lr", "method.cdb_tau",
-              "method.focal_gamma", "method.cb_beta")
+# short labels keep the table readable in an 80-column log; dn.lr and optim.lr must stay apart
+KEY_PARAMS = {"method.lam": "λ", "dn.lr": "dn_lr", "dn.hidden": "dn", "dn.input_mode": "in",
+              "method.driver_target": "target", "method.meta_grad": "grad",
+              "method.meta_interval": "k", "optim.lr": "lr", "method.cdb_tau": "τ",
+              "method.focal_gamma": "γ", "method.cb_beta": "β"}
 
 
 class SearchView:
@@ -38,6 +40,7 @@ class SearchView:
     def __exit__(self, *exc: Any) -> None:
         self.live.update(self._render())
         self.live.__exit__(*exc)
+        self.console.line()
 
     def result(self, trial_id: str, metrics: dict[str, Any]) -> None:
         self.state[trial_id] = "running"
@@ -73,11 +76,12 @@ def top_table(summary: list[dict[str, Any]], n: int = 5) -> Table:
     baseline = [r for r in summary if r["role"] == "baseline"]
     table = Table(title="top trials (selected on val; test reported, never optimised)")
     for col in ("trial", "status", "epoch", "val", "test", "few"):
-        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right",
+                         no_wrap=True)
     table.add_column("key hyperparameters", overflow="fold")
     for r in [*rows, *baseline]:
-        params = ", ".join(f"{k.split('.', 1)[1]}={_fmt(r.get(f'config/{k}'))}" for k in KEY_PARAMS
-                           if r.get(f"config/{k}") is not None)
+        params = " ".join(f"{label}={_fmt(r.get(f'config/{k}'))}"
+                          for k, label in KEY_PARAMS.items() if r.get(f"config/{k}") is not None)
         if r["role"] == "baseline":
             params = "ce, same epochs and seed (baseline)"
         table.add_row(r["trial_id"], r["status"], str(r["best_epoch"]), pct(r["best_val_acc"]),
@@ -87,5 +91,7 @@ def top_table(summary: list[dict[str, Any]], n: int = 5) -> Table:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
+        return f"{v:.2g}"
+    if isinstance(v, str) and v.startswith("["):
+        return v.replace(" ", "")  # DN widths stored as JSON text: "[64,128]"
+    return {"relative": "rel", "absolute": "abs", "detached": "det"}.get(str(v), str(v))

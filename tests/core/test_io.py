@@ -1,0 +1,31 @@
+"""Result files: every column survives rows with differing keys; writes are atomic."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from dnet_tune.io import atomic_write, write_parquet_rows
+
+
+def test_parquet_keeps_columns_that_only_later_rows_have(tmp_path):
+    rows = [{"trial_id": "a", "config/method.meta_grad": "detached"},
+            {"trial_id": "b", "config/method.meta_grad": "full", "config/method.meta_interval": 2}]
+    path = tmp_path / "t.parquet"
+    write_parquet_rows(path, rows)
+    back = pq.read_table(path).to_pylist()
+    assert back == [{**rows[0], "config/method.meta_interval": None}, rows[1]]
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "f.txt"
+    path.write_text("old")
+
+    def broken(p):
+        p.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
