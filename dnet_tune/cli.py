@@ -26,7 +26,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imbalance", type=float, help="imbalance factor n_max/n_min")
     p.add_argument("--meta-per-class", type=int, help="images per class in the meta set H")
     p.add_argument("--val-per-class", type=int, help="images per class in the validation set V")
-    p.add_argument("--profile", choices=["standard", "paper"])
+    p.add_argument("--profile", choices=["standard", "paper"],
+                   help="paper: the authors' counts (n_max 4975/475, no validation split)")
     p.add_argument("--data-dir", help="dataset root (default $DNET_DATA_DIR or ~/.cache/dnet-tune)")
 
 
@@ -34,6 +35,9 @@ def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = {"imbalance": "imbalance", "meta_per_class": "meta_per_class",
             "val_per_class": "val_per_class", "profile": "profile", "data_dir": "data_dir"}
     data = {k: getattr(args, a) for a, k in keys.items() if getattr(args, a, None) is not None}
+    if data.get("profile") == "paper":
+        # the authors' construction spends every class-0 image on train + H: there is no V
+        data.setdefault("val_per_class", 0)
     return {"data": data} if data else {}
 
 
@@ -128,8 +132,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                              on_start=on_start, on_epoch=on_epoch)
     finally:
         progress.stop()
-    console.print(final_table(final, f"selected epoch {final['selected_epoch']} "
-                                     f"(best val_acc of {final['last_epoch']})"))
+    how = (f"best val_acc of {final['last_epoch']}" if final["selected_by"] == "val_acc"
+           else "the last: no validation split (data.val_per_class=0), nothing selected")
+    console.print(final_table(final, f"selected epoch {final['selected_epoch']} ({how})"))
     return 0
 
 

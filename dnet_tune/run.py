@@ -62,9 +62,10 @@ def config_yaml(cfg: Config) -> str:
     return dump_yaml(config_to_dict(cfg))
 
 
-def final_summary(best: dict[str, Any], last_epoch: int) -> dict[str, Any]:
-    return {"selected_by": "val_acc", "selected_epoch": best["epoch"], "last_epoch": last_epoch,
-            **best}
+def final_summary(best: dict[str, Any], last_epoch: int, selects_on_val: bool = True
+                  ) -> dict[str, Any]:
+    by = "val_acc" if selects_on_val else "last_epoch"  # no V split: nothing to select on
+    return {"selected_by": by, "selected_epoch": best["epoch"], "last_epoch": last_epoch, **best}
 
 
 def train_to_dir(
@@ -111,6 +112,6 @@ def train_to_dir(
     if trainer.best is None:
         raise UserError(f"no epoch was run: train.epochs={trainer.cfg.train.epochs} is not above "
                         f"the {trainer.epoch} epochs already done; pass --epochs")
-    final = final_summary(trainer.best, trainer.epoch)
+    final = final_summary(trainer.best, trainer.epoch, trainer.selects_on_val)
     atomic_write_json(out / "final.json", final)
     return final

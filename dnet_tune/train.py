@@ -95,9 +95,6 @@ class Trainer:
         from dnet_tune.data.registry import build_dataset
         from dnet_tune.models.registry import create_model
 
-        if cfg.data.val_per_class < 1:
-            raise UserError("training needs a validation split for selection: "
-                            "set data.val_per_class >= 1")
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
         seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -129,6 +126,9 @@ class Trainer:
             for name, split in (("meta", self.ds.meta), ("val", self.ds.val),
                                 ("test", self.ds.test)) if len(split) > 0
         }
+        # Without V (the authors' `paper` profile has none) nothing is selected: the last
+        # epoch is reported. Selecting on test instead would be leakage.
+        self.selects_on_val = "val" in self._eval
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -192,12 +192,16 @@ class Trainer:
             self._refresh_class_acc()
         self.epoch += 1
         metrics: dict[str, Any] = {"epoch": self.epoch, "lr": lr, "train_loss": total / max(n, 1)}
-        metrics.update(self._split_metrics("val", self.class_accuracy("val")))
+        if self.selects_on_val:
+            metrics.update(self._split_metrics("val", self.class_accuracy("val")))
+        else:
+            metrics.update({f"val_{k}": float("nan") for k in ("acc", *GROUPS)})
         metrics.update(self._split_metrics("test", self.class_accuracy("test")))
         metrics["epoch_time_s"] = time.perf_counter() - start
         metrics.update(info)
         self.history.append(metrics)
-        if self.best is None or metrics["val_acc"] > self.best["val_acc"]:
+        if (self.best is None or not self.selects_on_val
+                or metrics["val_acc"] > self.best["val_acc"]):
             self.best = dict(metrics)
             self.best_model = copy.deepcopy(self.model.state_dict())
         return metrics

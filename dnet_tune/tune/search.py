@@ -189,6 +189,9 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
     space = find_space(req)
     budget = budget_for(req, space)
     base = base_config(req, space, budget, req.method)
+    if base["data"]["val_per_class"] < 1:
+        raise UserError("the search selects on the validation split; set data.val_per_class "
+                        ">= 1 (the 'paper' profile has none: use it with train only)")
     check_against_config(space, base, req.method, samples=3, seed=req.seed)
     dataset = build_dataset(config_from_dict(base).data)  # missing data fails before Ray
 

@@ -96,3 +96,20 @@ def test_selection_uses_validation_never_test(tmp_path):
     assert trainer.best is not None
     sizes = {name: len(getattr(trainer.ds, name)) for name in ("meta", "val", "test")}
     assert all(v > 0 for v in sizes.values())
+
+
+def test_without_a_validation_split_the_last_epoch_is_reported_not_selected(tmp_path):
+    """The authors' `paper` profile has no V; selecting on test would leak, so nothing is."""
+    cfg = digits("ce", 3, **{"data.val_per_class": 0})
+    final = train_to_dir(cfg, tmp_path / "run")
+    assert final["selected_by"] == "last_epoch" and final["selected_epoch"] == 3
+    rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
+    assert all(r["val_acc"] != r["val_acc"] for r in rows)  # NaN: there is no V
+    assert final["test_acc"] == rows[-1]["test_acc"]
+
+
+def test_search_refuses_a_config_without_validation_split(cli, one_line_error, tmp_path):
+    code, _, err = cli("search", "--smoke", "--set", "data.val_per_class=0",
+                       "--storage", tmp_path / "r")
+    one_line_error(code, err, "data.val_per_class", "validation split")
+    assert not (tmp_path / "r").exists()

@@ -178,3 +178,16 @@ def test_real_shared_subset_at_if100(name, folder):
             assert len(ds.train) == (12341 if name == "cifar10_lt" else 10302)
     with pytest.raises(UserError, match=r"has \d+ images in"):
         build_dataset(_cfg(SHARED, name, 10, meta=25, val=25))
+
+
+def test_cli_paper_profile_has_no_validation_split(cifar_root, capsys):
+    import json
+
+    from dnet_tune.cli import main
+
+    code = main(["data", "describe", "cifar10_lt", "--profile", "paper", "--imbalance", "100",
+                 "--data-dir", str(cifar_root), "--json"])
+    assert code == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert counts["train"][0] == 4975 and counts["train"][-1] == 49
+    assert counts["meta"] == [25] * 10 and counts["val"] == [0] * 10
