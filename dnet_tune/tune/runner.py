@@ -18,7 +18,7 @@ from dnet_tune.tune import results
 from dnet_tune.tune.results import BASELINE_ROLE, SEARCH_ROLE, TrialRecord
 from dnet_tune.tune.search import Resources, SearchOutcome, SearchRequest
 from dnet_tune.tune.space import SearchSpace, apply_flat
-from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial
+from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial, trial_config
 from dnet_tune.tune.view import SearchView, top_table
 
 
@@ -82,10 +82,9 @@ class Recorder(tune.Callback):
 
 
 def _baseline(data: DataHandle, cfg_dict: dict[str, Any]) -> list[dict[str, Any]]:
-    from dnet_tune.config import config_from_dict
     from dnet_tune.train import Trainer
 
-    trainer = Trainer(config_from_dict(cfg_dict), data.get())
+    trainer = Trainer(trial_config(cfg_dict, {}, frozenset()), data.get())
     ctx = ray.get_runtime_context()
     where = {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename,
              "device": str(trainer.device)}

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 
-from dnet_tune.config import config_from_dict
+from dnet_tune.config import Config, config_from_dict
 from dnet_tune.data.base import LTDataset
 from dnet_tune.tune.space import apply_flat
 
@@ -49,11 +49,28 @@ def _placement() -> dict[str, Any]:
     return {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename}
 
 
+def device_for_ray_worker() -> str:
+    """CUDA only when Ray assigned this worker a GPU and CUDA is really there.
+
+    A trial that asked for no GPU must not grab one that happens to be visible on its node, and
+    a "GPU" that is only a Ray resource (a test cluster, a misconfigured node) means CPU.
+    """
+    import torch
+
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def trial_config(base: dict[str, Any], flat: dict[str, Any], virtual: frozenset[str]) -> Config:
+    cfg = config_from_dict(apply_flat(base, flat, virtual))
+    if cfg.train.device == "auto":
+        cfg = replace(cfg, train=replace(cfg.train, device=device_for_ray_worker()))
+    return cfg
+
+
 def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> None:
     from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 
-    cfg = config_from_dict(apply_flat(setup.base, config, setup.virtual))
-    trainer = Trainer(cfg, data.get())
+    trainer = Trainer(trial_config(setup.base, config, setup.virtual), data.get())
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:

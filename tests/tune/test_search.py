@@ -203,3 +203,11 @@ def test_version_mismatch_is_one_line_naming_what_differs():
     assert "Ray" in msg and "2.9.0" in msg and "3.10.4" in msg
     assert "pip install 'ray[tune]==2.9.0'" in msg
     assert version_mismatch("some other failure", "x") is None
+
+
+def test_a_trial_without_a_ray_gpu_runs_on_cpu(ray_local):
+    """Even on a node with CUDA: a worker Ray gave no GPU must not take one."""
+    from dnet_tune.tune.trainable import device_for_ray_worker
+
+    task = ray_local.remote(device_for_ray_worker).options(num_cpus=1, num_gpus=0)
+    assert ray_local.get(task.remote()) == "cpu"
