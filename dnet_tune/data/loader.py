@@ -91,7 +91,8 @@ class TensorBatches:
         if augment not in ("none", "crop_flip", "autoaugment"):
             raise ValueError(f"unknown augment {augment!r}")
         self.images = split.images.to(device)
-        self.labels = torch.as_tensor(split.labels, dtype=torch.int64).to(device)
+        # a copy: arrays from the Ray object store are read-only (zero-copy) and torch warns
+        self.labels = torch.tensor(split.labels, dtype=torch.int64, device=device)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
