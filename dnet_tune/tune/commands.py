@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from rich.table import Table
@@ -22,7 +23,13 @@ def cmd_search(args: Any) -> int:
         storage=args.storage, name=args.name, seed=args.seed, smoke=args.smoke,
         baseline=not args.no_baseline, sets=args.set, data_dir=args.data_dir,
     )
-    run_search(req, make_console(args.quiet))
+    outcome = run_search(req, make_console(args.quiet))
+    if outcome.best is None:
+        errors = [r["error"] for r in outcome.summary if r["role"] == "search" and r["error"]]
+        first = f"; first error: {errors[0]}" if errors else ""
+        print(f"dnet-tune: error: no trial of '{outcome.experiment}' reported a result"
+              f"{first}; see the trials' error.txt", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,7 +6,9 @@ Difficulty-Net, so the final table shows what the tuning bought.
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -75,10 +77,25 @@ class Recorder(tune.Callback):
         self.running.discard(trial.trial_id)
         rec = self._record(trial)
         rec.errored = True
-        err = trial.get_error()
-        rec.error = str(err).strip().splitlines()[-1] if err else "unknown error"
+        rec.error = _last_error_line(trial)
         if self.view is not None:
             self.view.error(trial.trial_id, f"{rec.error} (details: {trial.path}/error.txt)")
+
+
+def _last_error_line(trial: Any) -> str:
+    """The exception line of the trial's traceback: Ray writes it locally before the callback;
+    the copy in (possibly remote) storage only appears after the next sync."""
+    path = trial.error_file
+    try:
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()] if path else []
+    except OSError:
+        lines = []
+    return lines[-1].strip() if lines else "unknown error (see the trial's error.txt)"
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial directories (Ray's default name holds every sampled value)."""
+    return f"trial_{trial.trial_id}"
 
 
 def _baseline(data: DataHandle, cfg_dict: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,6 +141,7 @@ def execute(req: SearchRequest, space: SearchSpace, budget: dict[str, Any],
             # a finished trial's worker takes the next trial: no new process, no second
             # `import torch` (~3.5 s) per trial; every trial still seeds itself from its config
             reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=0, callbacks=[recorder],
@@ -139,8 +157,16 @@ def execute(req: SearchRequest, space: SearchSpace, budget: dict[str, Any],
         task = ray.remote(_baseline).options(num_cpus=res.cpus_per_trial,
                                              num_gpus=res.gpus_per_trial)
         baseline_ref = task.remote(data, baseline_cfg)
-    with view:
-        tuner.fit()
+    # Ray logs each trial failure as a full traceback; the view prints one line per failure
+    # with the path of the trial's error.txt instead.
+    tune_log = logging.getLogger("ray.tune")
+    level = tune_log.level
+    tune_log.setLevel(logging.CRITICAL)
+    try:
+        with view:
+            tuner.fit()
+    finally:
+        tune_log.setLevel(level)
     records = list(recorder.records.values())
     if baseline_ref is not None and baseline_cfg is not None:
         rec = TrialRecord("baseline-ce", BASELINE_ROLE, {"method.name": "ce"}, baseline_cfg)
@@ -157,7 +183,8 @@ def execute(req: SearchRequest, space: SearchSpace, budget: dict[str, Any],
             "versions": results.versions(), "git_sha": results.git_sha()}
     best = results.write_experiment(exp, records, budget["max_epochs"], meta)
     summary = results.summary_rows(records, budget["max_epochs"])
-    console.print(top_table(summary))
+    if any(r["best_val_acc"] is not None for r in summary):
+        console.print(top_table(summary))
     if best is not None:
         console.print(f"best: trial {best['trial_id']} val_acc {100 * best['best_val_acc']:.2f}% "
                       f"at epoch {best['best_epoch']} → {results.join(exp, 'best_config.yaml')}")

@@ -16,10 +16,16 @@ from typing import Any
 
 from rich.console import Console
 
-from dnet_tune.config import config_to_dict, merge
+from dnet_tune.config import config_to_dict, merge, parse_set
 from dnet_tune.errors import UserError
 from dnet_tune.tune import results
-from dnet_tune.tune.space import SearchSpace, check_against_config, default_space_path, load_space
+from dnet_tune.tune.space import (
+    SearchSpace,
+    check_against_config,
+    default_space_path,
+    flatten,
+    load_space,
+)
 
 RAY_TEMP_ENV = "DNET_RAY_TEMP_DIR"  # tests point Ray's session files at a pytest tmp dir
 
@@ -187,6 +193,9 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
     DATASETS.get(req.dataset)  # an unknown name fails here, before any file is looked up
     METHODS.get(req.method)
     space = find_space(req)
+    pinned: list[str] = []
+    if req.sets:  # what --set fixes is not searched
+        space, pinned = space.pin(flatten(parse_set(req.sets)))
     budget = budget_for(req, space)
     base = base_config(req, space, budget, req.method)
     if base["data"]["val_per_class"] < 1:
@@ -210,6 +219,8 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
             raise UserError(f"experiment '{exp}' already exists; pass another --name")
         from dnet_tune.tune.runner import execute
 
+        if pinned:
+            console.print(f"fixed by --set, not searched: {', '.join(pinned)}")
         return execute(req, space, budget, base, dataset, res, name, exp, console)
     finally:
         if started:

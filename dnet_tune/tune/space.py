@@ -21,7 +21,7 @@ lets the conditional structure exist at all (a fixed dict space cannot express i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,39 @@ class SearchSpace:
     def define_by_run(self, method: str) -> DefineByRun:
         return DefineByRun(self.params_for(method))
 
+    def pin(self, fixed: dict[str, Any]) -> tuple[SearchSpace, list[str]]:
+        """The space without the parameters that `fixed` (dotted key: value) sets.
+
+        A `--set optim.lr=0.05` must hold in every trial, not be overwritten by a sampled
+        value. Conditions on a pinned parameter are resolved against its value (a parameter
+        whose condition can no longer hold is dropped too), and virtual parameters left
+        steering nothing go. Returns the new space and the names that were removed.
+        """
+        removed: list[str] = []
+
+        def keep(params: list[Param]) -> list[Param]:
+            out: list[Param] = []
+            for p in params:
+                target = p.into if p.per_layer else p.name
+                if target in fixed or p.name in fixed:
+                    removed.append(p.name)
+                    continue
+                if any(k in fixed and fixed[k] != v for k, v in p.when.items()):
+                    removed.append(p.name)
+                    continue
+                when = {k: v for k, v in p.when.items() if k not in fixed}
+                out.append(replace(p, when=when))
+            steering = {p.per_layer for p in out if p.per_layer}
+            for p in [p for p in out if p.virtual and p.name not in steering]:
+                out.remove(p)
+                removed.append(p.name)
+            return out
+
+        common = keep(self.common)
+        methods = {m: keep(ps) for m, ps in self.methods.items()}
+        pinned = SearchSpace(self.path, self.budget, self.smoke, self.fixed, common, methods)
+        return pinned, sorted(set(removed))
+
 
 @dataclass
 class DefineByRun:
@@ -142,6 +175,18 @@ def apply_flat(base: dict[str, Any], flat: dict[str, Any], virtual: set[str] | f
 
 
 _MISSING = object()
+
+
+def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"optim": {"lr": 0.1}}` -> `{"optim.lr": 0.1}` (lists are values, not levels)."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
 
 
 def _nest(key: str, value: Any) -> dict[str, Any]:

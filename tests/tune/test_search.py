@@ -211,3 +211,29 @@ def test_a_trial_without_a_ray_gpu_runs_on_cpu(ray_local):
 
     task = ray_local.remote(device_for_ray_worker).options(num_cpus=1, num_gpus=0)
     assert ray_local.get(task.remote()) == "cpu"
+
+
+def test_set_fixes_a_searched_parameter_in_every_trial(ray_local, cli, tmp_path):
+    code, out, err = cli("search", "--smoke", "--trials", 2, "--max-epochs", 1, "--no-baseline",
+                         "--set", "optim.lr=0.07", "--storage", tmp_path, "--name", "pin")
+    assert code == 0, err
+    assert "fixed by --set, not searched: optim.lr" in out
+    summary = pq.read_table(tmp_path / "pin" / "summary.parquet").to_pylist()
+    assert len(summary) == 2
+    for r in summary:
+        assert yaml.safe_load(r["config_yaml"])["optim"]["lr"] == 0.07
+        assert r.get("config/optim.lr") is None
+
+
+def test_failing_trials_are_recorded_and_the_search_exits_non_zero(ray_local, cli, tmp_path):
+    code, out, err = cli("search", "--smoke", "--trials", 2, "--no-baseline", "--set",
+                         "optim.lr=1e8", "--storage", tmp_path, "--name", "nan")
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "FloatingPointError: training loss became nan" in lines[0]
+    assert out.count("failed: FloatingPointError") == 2 and "Traceback" not in out + err
+    summary = pq.read_table(tmp_path / "nan" / "summary.parquet").to_pylist()
+    assert [r["status"] for r in summary] == ["errored", "errored"]
+    assert all("nan at epoch 1" in r["error"] for r in summary)
+    assert all((tmp_path / "nan" / f"trial_{r['trial_id']}" / "error.txt").is_file()
+               for r in summary)

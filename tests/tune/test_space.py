@@ -181,3 +181,34 @@ def test_missing_and_broken_files(tmp_path):
     bad.write_text("budget: {trials: [1,\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_space(bad)
+
+
+def _names(space, method="difficulty_net"):
+    return [p.name for p in space.params_for(method)]
+
+
+def test_set_pins_a_parameter_out_of_the_space():
+    space = load_space(default_space_path("digits_lt"))
+    pinned, removed = space.pin({"optim.lr": 0.05, "method.lam": 0.3})
+    assert removed == ["method.lam", "optim.lr"]
+    assert "optim.lr" not in _names(pinned) and "method.lam" not in _names(pinned)
+    assert "optim.lr" in _names(space)  # the original is untouched
+    req = SearchRequest(dataset="digits_lt", sets=["optim.lr=0.05", "method.lam=0.3"])
+    base = base_config(req, pinned, budget_for(req, pinned), "difficulty_net")
+    for flat in check_against_config(pinned, base, "difficulty_net", samples=10):
+        cfg = config_from_dict(apply_flat(base, flat, pinned.virtual_names("difficulty_net")))
+        assert cfg.optim.lr == 0.05 and cfg.method.lam == 0.3
+
+
+def test_pinning_resolves_conditions_and_structure():
+    space = load_space(default_space_path("digits_lt"))
+    full, _ = space.pin({"method.meta_grad": "full"})
+    interval = next(p for p in full.params_for("difficulty_net")
+                    if p.name == "method.meta_interval")
+    assert interval.when == {}
+    detached, removed = space.pin({"method.meta_grad": "detached"})
+    assert "method.meta_interval" in removed
+    assert "method.meta_interval" not in _names(detached)
+    fixed_dn, removed = space.pin({"dn.hidden": [32, 32]})
+    assert {"dn.width", "dn.depth"} <= set(removed)  # depth steered only the widths
+    assert not fixed_dn.virtual_names("difficulty_net")
