@@ -57,6 +57,21 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
         assert n in lines[0], (n, lines[0])
 
 
+@pytest.fixture(scope="session")
+def run_cli() -> Callable[..., dict[str, object]]:
+    """The CLI in-process with its output captured; usable from module-scoped fixtures."""
+    import contextlib
+    import io
+
+    def run(*argv: object) -> dict[str, object]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in argv])
+        return {"code": code, "out": out.getvalue(), "err": err.getvalue()}
+
+    return run
+
+
 @pytest.fixture
 def one_line_error() -> Callable[..., None]:
     return assert_one_line_error

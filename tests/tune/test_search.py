@@ -18,36 +18,19 @@ METRICS = ["epoch", "lr", "train_loss", "val_acc", "val_many", "val_medium", "va
 
 
 @pytest.fixture(scope="module")
-def smoke(ray_local, tmp_path_factory, capsys_module):
+def smoke(ray_local, tmp_path_factory, run_cli):
     """One smoke search shared by the tests below.
 
     `--cpus-per-trial 2` on the 2-CPU Ray runs one trial at a time: the order in which ASHA sees
     results is then fixed, so the search is deterministic and ASHA's early stop is certain.
     """
     storage = tmp_path_factory.mktemp("results")
-    code = capsys_module(
+    code = run_cli(
         "search", "--dataset", "digits_lt", "--smoke", "--trials", TRIALS, "--max-epochs",
         EPOCHS, "--grace-period", 1, "--cpus-per-trial", 2, "--storage", storage,
         "--name", "smoke", "--seed", 0,
     )
     return {"storage": storage, "exp": storage / "smoke", **code}
-
-
-@pytest.fixture(scope="module")
-def capsys_module():
-    """The CLI in-process, capturing its console output, usable from module-scoped fixtures."""
-    import contextlib
-    import io
-
-    from dnet_tune.cli import main
-
-    def run(*argv):
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main([str(a) for a in argv])
-        return {"code": code, "out": out.getvalue(), "err": err.getvalue()}
-
-    return run
 
 
 def test_search_writes_results_and_asha_stops_early(smoke):
@@ -107,48 +90,48 @@ def test_best_config_has_provenance_and_matches_the_summary(smoke):
     assert best["method"]["name"] == "difficulty_net" and best["train"]["epochs"] == EPOCHS
 
 
-def test_export_then_train_reproduces_the_best_val_acc(smoke, capsys_module, tmp_path):
+def test_export_then_train_reproduces_the_best_val_acc(smoke, run_cli, tmp_path):
     out_yaml = tmp_path / "best.yaml"
-    res = capsys_module("export", smoke["exp"], "--out", out_yaml)
+    res = run_cli("export", smoke["exp"], "--out", out_yaml)
     assert res["code"] == 0, res["err"]
     prov = yaml.safe_load(out_yaml.read_text())["provenance"]
     run = tmp_path / "run"
-    res = capsys_module("train", "--config", out_yaml, "--output", run)
+    res = run_cli("train", "--config", out_yaml, "--output", run)
     assert res["code"] == 0, res["err"]
     metrics = pq.read_table(run / "metrics.parquet").to_pylist()
     at_epoch = next(m for m in metrics if m["epoch"] == prov["epoch"])
     assert at_epoch["val_acc"] == prov["val_acc"]  # exact: same config, seed, CPU
 
 
-def test_export_a_named_trial_and_bad_trial(smoke, capsys_module, tmp_path):
+def test_export_a_named_trial_and_bad_trial(smoke, run_cli, tmp_path):
     summary = pq.read_table(smoke["exp"] / "summary.parquet").to_pylist()
     worst = min((r for r in summary if r["role"] == "search"), key=lambda r: r["best_val_acc"])
     out_yaml = tmp_path / "t.yaml"
-    res = capsys_module("export", smoke["exp"], "--out", out_yaml, "--trial", worst["trial_id"])
+    res = run_cli("export", smoke["exp"], "--out", out_yaml, "--trial", worst["trial_id"])
     assert res["code"] == 0
     assert yaml.safe_load(out_yaml.read_text())["provenance"]["trial_id"] == worst["trial_id"]
-    res = capsys_module("export", smoke["exp"], "--out", tmp_path / "x.yaml", "--trial", "nope")
+    res = run_cli("export", smoke["exp"], "--out", tmp_path / "x.yaml", "--trial", "nope")
     assert res["code"] == 2 and "no trial 'nope'" in res["err"]
     assert not (tmp_path / "x.yaml").exists()
-    res = capsys_module("export", tmp_path / "missing", "--out", tmp_path / "y.yaml")
+    res = run_cli("export", tmp_path / "missing", "--out", tmp_path / "y.yaml")
     assert res["code"] == 2 and len(res["err"].strip().splitlines()) == 1
     assert not (tmp_path / "y.yaml").exists()
 
 
-def test_report_json_lists_the_best_per_dataset(smoke, capsys_module):
-    res = capsys_module("report", "--storage", smoke["storage"], "--json")
+def test_report_json_lists_the_best_per_dataset(smoke, run_cli):
+    res = run_cli("report", "--storage", smoke["storage"], "--json")
     assert res["code"] == 0
     rows = json.loads(res["out"])
     assert [r["dataset"] for r in rows] == ["digits_lt"]
     best = yaml.safe_load((smoke["exp"] / "best_config.yaml").read_text())["provenance"]
     assert rows[0]["val_acc"] == best["val_acc"] and rows[0]["trial_id"] == best["trial_id"]
     assert rows[0]["baseline_test_acc"] is not None
-    res = capsys_module("report", "--storage", smoke["storage"])
+    res = run_cli("report", "--storage", smoke["storage"])
     assert "digits_lt" in res["out"]
 
 
-def test_same_name_twice_is_refused(smoke, capsys_module):
-    res = capsys_module("search", "--smoke", "--storage", smoke["storage"], "--name", "smoke")
+def test_same_name_twice_is_refused(smoke, run_cli):
+    res = run_cli("search", "--smoke", "--storage", smoke["storage"], "--name", "smoke")
     assert res["code"] == 2 and "already exists" in res["err"]
 
 
