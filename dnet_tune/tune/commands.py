@@ -44,18 +44,20 @@ def cmd_report(args: Any) -> int:
     if not rows:
         console.print(f"no finished experiments under '{args.storage}'")
         return 0
-    table = Table(title=f"best configuration per dataset ({args.storage})")
-    for col in ("dataset", "method", "experiment", "trial", "epoch", "val", "test", "many",
-                "medium", "few", "ce baseline test"):
-        table.add_column(col)
+    table = Table(title=f"best per dataset in {args.storage} (%; many/medium/few and ce on test)")
+    for col in ("dataset", "method", "val", "test", "many", "medium", "few", "ce"):
+        table.add_column(col, justify="left" if col in ("dataset", "method") else "right",
+                         no_wrap=True)
     for r in rows:
-        table.add_row(r["dataset"], r["method"], r["experiment"], r["trial_id"], str(r["epoch"]),
-                      pct(r["val_acc"]), pct(r["test_acc"]), pct(r["test_many"]),
-                      pct(r["test_medium"]), pct(r["test_few"]), pct(r["baseline_test_acc"]))
+        table.add_row(r["dataset"], r["method"], pct(r["val_acc"]), pct(r["test_acc"]),
+                      pct(r["test_many"]), pct(r["test_medium"]), pct(r["test_few"]),
+                      pct(r["baseline_test_acc"]))
     console.print(table)
     for r in rows:
-        params = ", ".join(f"{k}={v}" for k, v in sorted(r["config"].items()))
-        console.print(f"[bold]{r['dataset']}[/]: {params}")
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["config"].items())
+                           if not k.startswith("dn.width_") and k != "dn.depth")
+        console.print(f"[bold]{r['dataset']}[/]: trial {r['trial_id']} epoch {r['epoch']} of "
+                      f"{r['experiment']}\n  {params}")
     return 0
 
 
@@ -67,3 +69,7 @@ def cmd_export(args: Any) -> int:
                          f"{pct(row['best_val_acc'])}% at epoch {row['best_epoch']}; "
                          f"run it with: dnet-tune train --config {args.out}")
     return 0
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
