@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/meta_step.py
+	$(BIN)/python bench/search.py
 
 clean-venv:
 	rm -rf $(VENV)

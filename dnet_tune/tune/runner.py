@@ -140,7 +140,7 @@ def execute(req: SearchRequest, space: SearchSpace, budget: dict[str, Any],
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=res.slots),
             # a finished trial's worker takes the next trial: no new process, no second
             # `import torch` (~3.5 s) per trial; every trial still seeds itself from its config
-            reuse_actors=True,
+            reuse_actors=req.reuse_actors,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(

@@ -50,6 +50,7 @@ class SearchRequest:
     baseline: bool = True
     sets: list[str] = field(default_factory=list)
     data_dir: str | None = None
+    reuse_actors: bool = True  # off only to measure what reuse saves (bench/search.py)
 
 
 @dataclass
