@@ -28,6 +28,9 @@ def add_tune_commands(sub: Any) -> None:
     s.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial")
     s.add_argument("--reduction-factor", type=float, help="ASHA reduction factor")
     s.add_argument("--space", help="search space YAML (default search_spaces/<dataset>.yaml)")
+    s.add_argument("--wait-for-gpus", type=_fraction, default=0.0, metavar="SECONDS",
+                   help="on an autoscaling cluster: request --gpus from the autoscaler and "
+                        "wait up to SECONDS for them (default 0: use what is there)")
     s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else local)")
     s.add_argument("--storage", default="./dnet-results", help="results root: path or URI")
     s.add_argument("--name", help="experiment name (default <dataset>-<method>-<time>)")

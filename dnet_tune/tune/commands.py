@@ -22,6 +22,7 @@ def cmd_search(args: Any) -> int:
         reduction_factor=args.reduction_factor, space=args.space, address=args.address,
         storage=args.storage, name=args.name, seed=args.seed, smoke=args.smoke,
         baseline=not args.no_baseline, sets=args.set, data_dir=args.data_dir,
+        wait_for_gpus=args.wait_for_gpus,
     )
     outcome = run_search(req, make_console(args.quiet))
     if outcome.best is None:

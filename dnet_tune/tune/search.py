@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class SearchRequest:
     sets: list[str] = field(default_factory=list)
     data_dir: str | None = None
     reuse_actors: bool = True  # off only to measure what reuse saves (bench/search.py)
+    wait_for_gpus: float = 0.0  # seconds to let an autoscaling cluster bring up --gpus
 
 
 @dataclass
@@ -77,6 +79,10 @@ def check_arguments(req: SearchRequest) -> None:
                     ("--grace-period", req.grace_period)):
         if v is not None and v < 1:
             raise UserError(f"{flag} must be >= 1, got {v}")
+    if req.wait_for_gpus < 0:
+        raise UserError(f"--wait-for-gpus must be >= 0 seconds, got {req.wait_for_gpus:g}")
+    if req.wait_for_gpus > 0 and not req.gpus:
+        raise UserError("--wait-for-gpus needs --gpus N: the number of GPUs to wait for")
     if req.reduction_factor is not None and req.reduction_factor <= 1:
         raise UserError(f"--reduction-factor must be > 1, got {req.reduction_factor:g}")
     if req.name is not None and (not req.name or "/" in req.name or req.name.startswith(".")):
@@ -170,6 +176,42 @@ def connect(address: str | None) -> bool:
     return True
 
 
+def wait_for_gpus(req: SearchRequest, console: Console, poll_s: float = 1.0) -> None:
+    """Ask the autoscaler for the trial slots' GPUs and wait until the cluster has `--gpus`.
+
+    Clusters that scale GPU workers from zero have no GPUs when the search starts; without this
+    the resource check would refuse `--gpus 8` (by design: no trials stuck in PENDING). The
+    request is withdrawn by `release_gpus` when the search ends, so idle nodes can go.
+    """
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    want = float(req.gpus or 0)
+    have = float(ray.cluster_resources().get("GPU", 0.0))
+    if req.wait_for_gpus <= 0 or have >= want:
+        return
+    per_trial = 1.0 if req.gpus_per_trial is None else float(req.gpus_per_trial)
+    slots = max(1, math.floor(want / per_trial + 1e-9))
+    request_resources(bundles=[{"GPU": per_trial, "CPU": req.cpus_per_trial}] * slots)
+    console.print(f"waiting up to {req.wait_for_gpus:g} s for {want:g} GPUs (cluster has "
+                  f"{have:g}); asked the autoscaler for {slots} trial slots")
+    deadline = time.monotonic() + req.wait_for_gpus
+    while have < want and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        have = float(ray.cluster_resources().get("GPU", 0.0))
+    if have < want:
+        release_gpus()
+        raise UserError(f"only {have:g} of --gpus {want:g} GPUs appeared within "
+                        f"{req.wait_for_gpus:g} s; check the worker group's max size and quota, "
+                        f"or wait longer with --wait-for-gpus")
+
+
+def release_gpus() -> None:
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[])
+
+
 def experiment_name(req: SearchRequest) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return req.name or f"{req.dataset}-{req.method}-{stamp}"
@@ -208,10 +250,12 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
     import ray
 
     started = connect(req.address)
+    waited = req.wait_for_gpus > 0
     try:
         from dnet_tune.tune.cluster_checks import check_cluster
 
         check_cluster(req.storage)
+        wait_for_gpus(req, console)
         res = plan_resources(req, ray.cluster_resources())
         name = experiment_name(req)
         exp = results.join(req.storage if results.is_uri(req.storage)
@@ -224,5 +268,7 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
             console.print(f"fixed by --set, not searched: {', '.join(pinned)}")
         return execute(req, space, budget, base, dataset, res, name, exp, console)
     finally:
+        if waited and ray.is_initialized():
+            release_gpus()
         if started:
             ray.shutdown()

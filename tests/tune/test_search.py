@@ -144,6 +144,7 @@ BAD = [
     (["--cpus-per-trial", "4"], "--cpus-per-trial"),
     (["--trials", "0"], "--trials"),
     (["--method", "magic"], "magic"),
+    (["--wait-for-gpus", "30"], "--wait-for-gpus needs --gpus"),
 ]
 
 

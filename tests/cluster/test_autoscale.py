@@ -1,0 +1,76 @@
+"""`--wait-for-gpus`: a cluster that brings GPU workers up after the search starts (as an
+autoscaler does from zero) is waited for; one that never does fails in one line."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+MB = 1024**2
+
+
+@pytest.fixture(scope="module")
+def growing_cluster(tmp_path_factory):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    temp = tmp_path_factory.mktemp("rayauto")
+    old_tmpdir = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(temp)
+    (temp / "ray").mkdir()
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "num_gpus": 0, "temp_dir": str(temp), "include_dashboard": False,
+        "object_store_memory": 150 * MB})
+    cluster.add_node(num_cpus=2, num_gpus=2, object_store_memory=150 * MB)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+    if old_tmpdir is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = old_tmpdir
+
+
+def test_gpus_that_never_appear_fail_after_the_wait(growing_cluster, run_cli, tmp_path):
+    start = time.monotonic()
+    res = run_cli("search", "--smoke", "--gpus", 6, "--wait-for-gpus", 2,
+                  "--storage", f"file://{tmp_path}", "--name", "never", "--quiet")
+    assert res["code"] == 2
+    assert res["err"].strip().splitlines() == [
+        "dnet-tune: error: only 2 of --gpus 6 GPUs appeared within 2 s; check the worker "
+        "group's max size and quota, or wait longer with --wait-for-gpus"]
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "never").exists()
+
+
+def test_search_waits_for_a_worker_that_joins_later(growing_cluster, run_cli, tmp_path):
+    """The search runs in a thread so that this (main) thread can start the late node: Ray
+    starts node processes only from the main thread."""
+    import ray
+
+    result: dict = {}
+
+    def search() -> None:
+        result.update(run_cli("search", "--smoke", "--trials", 4, "--gpus", 4,
+                              "--wait-for-gpus", 120, "--no-baseline", "--storage",
+                              f"file://{tmp_path}", "--name", "grow"))
+
+    searcher = threading.Thread(target=search)
+    searcher.start()
+    time.sleep(3)
+    growing_cluster.add_node(num_cpus=2, num_gpus=2, object_store_memory=150 * MB)
+    searcher.join(timeout=600)
+    assert not searcher.is_alive()
+    assert result["code"] == 0, result["err"]
+    assert "waiting up to 120 s for 4 GPUs (cluster has 2)" in result["out"]
+    assert ray.cluster_resources()["GPU"] == 4
+    rows = pq.read_table(tmp_path / "grow" / "trials.parquet").to_pylist()
+    assert len({r["trial_id"] for r in rows}) == 4
