@@ -145,6 +145,8 @@ BAD = [
     (["--trials", "0"], "--trials"),
     (["--method", "magic"], "magic"),
     (["--wait-for-gpus", "30"], "--wait-for-gpus needs --gpus"),
+    (["--dataset", "cifar10_lt", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+    (["--set", "method.lamda=1"], "method.lamda"),
 ]
 
 
