@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from dnet_tune.cli import main
+
+MB = 1024**2
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +34,45 @@ def ray_local(tmp_path_factory):
     if ray.is_initialized():
         ray.shutdown()
     temp = tmp_path_factory.mktemp("ray")
-    old = os.environ.get("DNET_RAY_TEMP_DIR")
-    os.environ["DNET_RAY_TEMP_DIR"] = str(temp)
-    ray.init(num_cpus=2, _temp_dir=str(temp), include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    if old is None:
-        os.environ.pop("DNET_RAY_TEMP_DIR", None)
-    else:
-        os.environ["DNET_RAY_TEMP_DIR"] = old
+    with _env("DNET_RAY_TEMP_DIR", str(temp)):
+        ray.init(num_cpus=2, _temp_dir=str(temp), include_dashboard=False, log_to_driver=False)
+        yield ray
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """Start a real multi-node `ray.cluster_utils.Cluster` for this module and connect to it.
+
+    Call it with the worker nodes' `(num_cpus, num_gpus)`; the head has 1 CPU and no GPU, so it
+    runs no GPU trial. Returns the Cluster (its `add_node` grows it later).
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    temp = tmp_path_factory.mktemp("raycluster")
+    (temp / "ray").mkdir()
+    started: list[Cluster] = []
+    # the Cluster helper writes its address file under RAY_TMPDIR, not under temp_dir
+    with _env("RAY_TMPDIR", str(temp)):
+
+        def start(workers: list[tuple[int, int]]) -> Cluster:
+            cluster = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 1, "num_gpus": 0, "temp_dir": str(temp),
+                "include_dashboard": False, "object_store_memory": 150 * MB})
+            started.append(cluster)
+            for cpus, gpus in workers:
+                cluster.add_node(num_cpus=cpus, num_gpus=gpus, object_store_memory=150 * MB)
+            cluster.wait_for_nodes()
+            ray.init(address=cluster.address, log_to_driver=False)
+            return cluster
+
+        yield start
+        ray.shutdown()
+        for cluster in started:
+            cluster.shutdown()
 
 
 @pytest.fixture

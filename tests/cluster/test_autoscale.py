@@ -3,40 +3,18 @@ autoscaler does from zero) is waited for; one that never does fails in one line.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import pyarrow.parquet as pq
 import pytest
 
-MB = 1024**2
+MB_150 = 150 * 1024**2
 
 
 @pytest.fixture(scope="module")
-def growing_cluster(tmp_path_factory):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    temp = tmp_path_factory.mktemp("rayauto")
-    old_tmpdir = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = str(temp)
-    (temp / "ray").mkdir()
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "num_gpus": 0, "temp_dir": str(temp), "include_dashboard": False,
-        "object_store_memory": 150 * MB})
-    cluster.add_node(num_cpus=2, num_gpus=2, object_store_memory=150 * MB)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-    if old_tmpdir is None:
-        os.environ.pop("RAY_TMPDIR", None)
-    else:
-        os.environ["RAY_TMPDIR"] = old_tmpdir
+def growing_cluster(ray_cluster):
+    return ray_cluster([(2, 2)])
 
 
 def test_gpus_that_never_appear_fail_after_the_wait(growing_cluster, run_cli, tmp_path):
@@ -66,7 +44,7 @@ def test_search_waits_for_a_worker_that_joins_later(growing_cluster, run_cli, tm
     searcher = threading.Thread(target=search)
     searcher.start()
     time.sleep(3)
-    growing_cluster.add_node(num_cpus=2, num_gpus=2, object_store_memory=150 * MB)
+    growing_cluster.add_node(num_cpus=2, num_gpus=2, object_store_memory=MB_150)
     searcher.join(timeout=600)
     assert not searcher.is_alive()
     assert result["code"] == 0, result["err"]

@@ -5,44 +5,21 @@ must fall back to CPU while still being placed and packed by their GPU requests.
 from __future__ import annotations
 
 import json
-import os
 
 import pyarrow.parquet as pq
 import pytest
 
-MB = 1024**2
-
 
 @pytest.fixture(scope="module")
-def gpu_cluster(tmp_path_factory):
+def gpu_cluster(ray_cluster):
     import ray
-    from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        ray.shutdown()
-    temp = tmp_path_factory.mktemp("raycluster")
-    # the Cluster helper writes its address file under RAY_TMPDIR, not under temp_dir
-    old_tmpdir = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = str(temp)
-    (temp / "ray").mkdir()
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "num_gpus": 0, "temp_dir": str(temp), "include_dashboard": False,
-        "object_store_memory": 150 * MB})
-    for _ in range(2):
-        cluster.add_node(num_cpus=4, num_gpus=2, object_store_memory=150 * MB)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
+    ray_cluster([(4, 2), (4, 2)])
     nodes = [n for n in ray.nodes() if n["Alive"]]
     head = [n["NodeID"] for n in nodes if not n["Resources"].get("GPU")]
     workers = [n["NodeID"] for n in nodes if n["Resources"].get("GPU")]
     assert len(head) == 1 and len(workers) == 2
-    yield {"head": head[0], "workers": set(workers)}
-    ray.shutdown()
-    cluster.shutdown()
-    if old_tmpdir is None:
-        os.environ.pop("RAY_TMPDIR", None)
-    else:
-        os.environ["RAY_TMPDIR"] = old_tmpdir
+    return {"head": head[0], "workers": set(workers)}
 
 
 def search(run_cli, storage, name, *extra):
