@@ -82,13 +82,12 @@ def chdir_tmp(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def cli(capsys) -> Callable[..., tuple[int, str, str]]:
+def cli(run_cli) -> Callable[..., tuple[int, str, str]]:
     """Run `dnet-tune ARGV...` in-process; returns (exit code, stdout, stderr)."""
 
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
+    def run(*argv: object) -> tuple[int, str, str]:
+        res = run_cli(*argv)
+        return res["code"], res["out"], res["err"]
 
     return run
 

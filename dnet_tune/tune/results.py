@@ -143,6 +143,13 @@ def _better(a: float | None, b: float | None) -> bool:
     return a is not None and math.isfinite(a) and (b is None or a > b)
 
 
+def trial_status(last_epoch: int, max_epochs: int, errored: bool = False) -> str:
+    if errored:
+        return "errored"
+    # ASHA is the only thing that ends a healthy trial before max_epochs
+    return "finished" if last_epoch >= max_epochs else "stopped"
+
+
 def summary_rows(records: list[TrialRecord], max_epochs: int) -> list[dict[str, Any]]:
     out = []
     for rec in records:
@@ -151,13 +158,8 @@ def summary_rows(records: list[TrialRecord], max_epochs: int) -> list[dict[str, 
             if best is None or _better(row.get("val_acc"), best.get("val_acc")):
                 best = row
         last = rec.rows[-1]["epoch"] if rec.rows else 0
-        if rec.errored:
-            status = "errored"
-        elif last >= max_epochs:
-            status = "finished"
-        else:
-            status = "stopped"  # by ASHA: the only thing that ends a healthy trial early
-        row = {"trial_id": rec.trial_id, "role": rec.role, "status": status,
+        row = {"trial_id": rec.trial_id, "role": rec.role,
+               "status": trial_status(last, max_epochs, rec.errored),
                "last_epoch": last, "best_epoch": best["epoch"] if best else None,
                "best_val_acc": best["val_acc"] if best else None}
         row.update({f"{k}_at_best": (best or {}).get(k) for k in AT_BEST if k != "val_acc"})
@@ -223,7 +225,8 @@ def config_with_provenance(row: dict[str, Any], experiment: str, meta: dict[str,
 
 
 def write_experiment(exp: str, records: list[TrialRecord], max_epochs: int,
-                     meta: dict[str, Any]) -> dict[str, Any] | None:
+                     meta: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Write every result file; returns the summary rows and the best trial's row (or None)."""
     summary = summary_rows(records, max_epochs)
     write_table(join(exp, "trials.parquet"), trial_rows(records))
     write_table(join(exp, "summary.parquet"), summary)
@@ -231,10 +234,10 @@ def write_experiment(exp: str, records: list[TrialRecord], max_epochs: int,
     try:
         best = pick(summary)
     except UserError:
-        return None
+        return summary, None
     write_bytes(join(exp, "best_config.yaml"),
                 config_with_provenance(best, exp, meta).encode())
-    return best
+    return summary, best
 
 
 def load_experiment(exp: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

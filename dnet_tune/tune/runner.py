@@ -70,8 +70,8 @@ class Recorder(tune.Callback):
         rec = self._record(trial)
         last = rec.rows[-1]["epoch"] if rec.rows else 0
         if self.view is not None:
-            done = last >= self.trial_setup.base["train"]["epochs"]
-            self.view.done(trial.trial_id, "finished" if done else "stopped")
+            max_epochs = self.trial_setup.base["train"]["epochs"]
+            self.view.done(trial.trial_id, results.trial_status(last, max_epochs))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.running.discard(trial.trial_id)
@@ -181,8 +181,7 @@ def execute(req: SearchRequest, space: SearchSpace, budget: dict[str, Any],
             "resources": vars(res), "peak_running_trials": recorder.peak_running,
             "storage": req.storage,
             "versions": results.versions(), "git_sha": results.git_sha()}
-    best = results.write_experiment(exp, records, budget["max_epochs"], meta)
-    summary = results.summary_rows(records, budget["max_epochs"])
+    summary, best = results.write_experiment(exp, records, budget["max_epochs"], meta)
     if any(r["best_val_acc"] is not None for r in summary):
         console.print(top_table(summary))
     if best is not None:

@@ -199,8 +199,7 @@ def wait_for_gpus(req: SearchRequest, console: Console, poll_s: float = 1.0) -> 
     while have < want and time.monotonic() < deadline:
         time.sleep(poll_s)
         have = float(ray.cluster_resources().get("GPU", 0.0))
-    if have < want:
-        release_gpus()
+    if have < want:  # run_search withdraws the request on the way out
         raise UserError(f"only {have:g} of --gpus {want:g} GPUs appeared within "
                         f"{req.wait_for_gpus:g} s; check the worker group's max size and quota, "
                         f"or wait longer with --wait-for-gpus")
@@ -250,7 +249,6 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
     import ray
 
     started = connect(req.address)
-    waited = req.wait_for_gpus > 0
     try:
         from dnet_tune.tune.cluster_checks import check_cluster
 
@@ -268,7 +266,7 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
             console.print(f"fixed by --set, not searched: {', '.join(pinned)}")
         return execute(req, space, budget, base, dataset, res, name, exp, console)
     finally:
-        if waited and ray.is_initialized():
+        if req.wait_for_gpus > 0 and ray.is_initialized():
             release_gpus()
         if started:
             ray.shutdown()

@@ -22,10 +22,9 @@ def gpu_cluster(ray_cluster):
     return {"head": head[0], "workers": set(workers)}
 
 
-def search(run_cli, storage, name, *extra):
-    res = run_cli("search", "--dataset", "digits_lt", "--smoke", "--trials", 8, "--storage",
+def search(cli, storage, name, *extra):
+    return cli("search", "--dataset", "digits_lt", "--smoke", "--trials", 8, "--storage",
                f"file://{storage}", "--name", name, "--quiet", *extra)
-    return res["code"], res["out"], res["err"]
 
 
 def placement(exp):
@@ -35,8 +34,8 @@ def placement(exp):
     return rows, meta, summary
 
 
-def test_one_gpu_per_trial_spreads_over_workers_not_the_head(gpu_cluster, run_cli, tmp_path):
-    code, _, err = search(run_cli, tmp_path, "g1", "--gpus", 4, "--gpus-per-trial", 1)
+def test_one_gpu_per_trial_spreads_over_workers_not_the_head(gpu_cluster, cli, tmp_path):
+    code, _, err = search(cli, tmp_path, "g1", "--gpus", 4, "--gpus-per-trial", 1)
     assert code == 0, err
     rows, meta, summary = placement(tmp_path / "g1")
     assert not [r for r in summary if r["status"] == "errored"], summary
@@ -50,8 +49,8 @@ def test_one_gpu_per_trial_spreads_over_workers_not_the_head(gpu_cluster, run_cl
     assert len({r["trial_id"] for r in search_rows}) == 8
 
 
-def test_half_a_gpu_per_trial_packs_up_to_eight(gpu_cluster, run_cli, tmp_path):
-    code, _, err = search(run_cli, tmp_path, "g05", "--gpus-per-trial", 0.5, "--no-baseline")
+def test_half_a_gpu_per_trial_packs_up_to_eight(gpu_cluster, cli, tmp_path):
+    code, _, err = search(cli, tmp_path, "g05", "--gpus-per-trial", 0.5, "--no-baseline")
     assert code == 0, err
     rows, meta, _ = placement(tmp_path / "g05")
     assert meta["resources"]["gpus"] == 4 and meta["resources"]["slots"] == 8
@@ -59,8 +58,8 @@ def test_half_a_gpu_per_trial_packs_up_to_eight(gpu_cluster, run_cli, tmp_path):
     assert {r["node_id"] for r in rows} == gpu_cluster["workers"]
 
 
-def test_more_gpus_than_the_cluster_has_fails_before_launch(gpu_cluster, run_cli, tmp_path):
-    code, _, err = search(run_cli, tmp_path, "g6", "--gpus", 6)
+def test_more_gpus_than_the_cluster_has_fails_before_launch(gpu_cluster, cli, tmp_path):
+    code, _, err = search(cli, tmp_path, "g6", "--gpus", 6)
     assert code == 2
     assert err.strip().splitlines() == [
         "dnet-tune: error: --gpus 6 asks for more GPUs than the cluster has (4); "
@@ -68,10 +67,9 @@ def test_more_gpus_than_the_cluster_has_fails_before_launch(gpu_cluster, run_cli
     assert not tmp_path.joinpath("g6").exists()
 
 
-def test_local_storage_is_refused_on_a_multi_node_cluster(gpu_cluster, run_cli, tmp_path):
+def test_local_storage_is_refused_on_a_multi_node_cluster(gpu_cluster, cli, tmp_path):
     storage = tmp_path / "local"
-    res = run_cli("search", "--smoke", "--storage", storage, "--name", "x")
-    code, err = res["code"], res["err"]
+    code, _, err = cli("search", "--smoke", "--storage", storage, "--name", "x")
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "local path but the cluster has 3 nodes" in lines[0]
