@@ -26,7 +26,8 @@ from typing import Any
 
 from rich.console import Console
 
-from dnet_tune.tune.search import SearchRequest, run_search
+from dnet_tune.tune.plan import SearchRequest
+from dnet_tune.tune.search import run_search
 
 CASES: dict[str, dict[str, Any]] = {
     # what `make demo` runs: the space file's default budget, 1 CPU per trial

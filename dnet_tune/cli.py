@@ -1,7 +1,8 @@
 """The `dnet-tune` command: parse, call one function per subcommand, render user errors.
 
 Every `UserError` (and every argparse mistake) becomes one line on stderr and exit code 2; any
-other exception is a bug and keeps its traceback.
+other exception is a bug and keeps its traceback. `COMMANDS` is the one table of subcommands; each
+handler imports what it needs when it runs, so `dnet-tune --help` starts without torch or Ray.
 """
 
 from __future__ import annotations
@@ -9,12 +10,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
 
 EXIT_USER_ERROR = 2
+
+DESCRIPTION = """\
+Hyperparameter search for Difficulty-Net (meta-learned class weights for long-tailed image
+recognition) on Ray Tune: ASHA stops weak trials, Optuna's TPE proposes configurations, results
+land in Parquet, and the best configuration becomes a training run.
+
+workflow:
+  dnet-tune search --dataset cifar10_lt --gpus 8     search on a Ray cluster (or local Ray)
+  dnet-tune export dnet-results/<experiment> --out best.yaml
+  dnet-tune train --config best.yaml                 the full training run with the best config
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,15 +55,17 @@ def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dnet-tune", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="dnet-tune", description=DESCRIPTION,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="one training run (Difficulty-Net or a baseline)")
-    t.add_argument("--dataset")
-    t.add_argument("--method")
-    t.add_argument("--model")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--seed", type=int)
+    t.add_argument("--dataset", help="registered dataset (see `dnet-tune data list`)")
+    t.add_argument("--method", help="difficulty_net (default) or a baseline: ce, "
+                                    "balanced_softmax, focal, class_balanced, cdb_ce")
+    t.add_argument("--model", help="backbone (default: the dataset recipe's)")
+    t.add_argument("--epochs", type=int, help="training epochs (with --resume: the new total)")
+    t.add_argument("--seed", type=int, help="seed of every random draw of the run")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--config", help="YAML config (e.g. written by a run or by export)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -58,29 +73,77 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output", help="run directory (default runs/<dataset>-<method>-s<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --output")
     t.add_argument("--smoke", action="store_true", help="shrink the run to seconds (CI)")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no console output")
     _add_data_options(t)
 
     d = sub.add_parser("data", help="datasets: list, describe, download")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     dsub.add_parser("list", help="registered datasets")
     desc = dsub.add_parser("describe", help="per-class image counts of every split")
-    desc.add_argument("dataset")
-    desc.add_argument("--json", action="store_true")
+    desc.add_argument("dataset", help="registered dataset")
+    desc.add_argument("--json", action="store_true", help="machine-readable output")
     _add_data_options(desc)
     dl = dsub.add_parser("download", help="fetch CIFAR with torchvision (needs internet)")
-    dl.add_argument("name", choices=["cifar10", "cifar100"])
-    dl.add_argument("--data-dir", required=True)
+    dl.add_argument("name", choices=["cifar10", "cifar100"], help="which dataset")
+    dl.add_argument("--data-dir", required=True, help="where to put the dataset")
 
     c = sub.add_parser("cluster", help="Ray cluster configs")
     csub = c.add_subparsers(dest="cluster_command", required=True, parser_class=_Parser)
     chk = csub.add_parser("check", help="validate cluster-launcher / KubeRay files offline")
-    chk.add_argument("files", nargs="+")
+    chk.add_argument("files", nargs="+", help="launcher YAMLs, KubeRay manifests or folders")
 
-    from dnet_tune.tune.cli_args import add_tune_commands
-
-    add_tune_commands(sub)
+    _add_tune_commands(sub)
     return parser
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _add_tune_commands(sub: Any) -> None:
+    s = sub.add_parser("search", help="hyperparameter search: Ray Tune + ASHA + Optuna TPE")
+    s.add_argument("--dataset", default="digits_lt",
+                   help="registered dataset (default digits_lt; see `dnet-tune data list`)")
+    s.add_argument("--method", default="difficulty_net",
+                   help="method to tune (a baseline name tunes that baseline)")
+    s.add_argument("--gpus", type=_fraction,
+                   help="total GPUs the search may use (default: all of the cluster's)")
+    s.add_argument("--gpus-per-trial", type=_fraction,
+                   help="GPUs per trial (default 1 on GPU; fractions < 1 pack trials)")
+    s.add_argument("--cpus-per-trial", type=_fraction, default=1.0,
+                   help="CPUs per trial (default 1; on CPU-only clusters this sets the slots)")
+    s.add_argument("--trials", type=int, help="number of trials (default from the space file)")
+    s.add_argument("--max-epochs", type=int, help="epochs of a trial that ASHA never stops")
+    s.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial")
+    s.add_argument("--reduction-factor", type=float, help="ASHA reduction factor")
+    s.add_argument("--space", help="search space YAML (default search_spaces/<dataset>.yaml)")
+    s.add_argument("--wait-for-gpus", type=_fraction, default=0.0, metavar="SECONDS",
+                   help="on an autoscaling cluster: request --gpus from the autoscaler and "
+                        "wait up to SECONDS for them (default 0: use what is there)")
+    s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else local)")
+    s.add_argument("--storage", default="./dnet-results", help="results root: path or URI")
+    s.add_argument("--name", help="experiment name (default <dataset>-<method>-<time>)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of the TPE sampler and of every trial's training (default 0)")
+    s.add_argument("--smoke", action="store_true", help="tiny budget (CI)")
+    s.add_argument("--no-baseline", action="store_true",
+                   help="skip the same-budget ce baseline row")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fixed override of the base config (repeatable)")
+    s.add_argument("--data-dir", help="dataset root")
+    s.add_argument("--quiet", action="store_true", help="no console output")
+
+    r = sub.add_parser("report", help="best configuration per dataset across experiments")
+    r.add_argument("--storage", default="./dnet-results", help="results root: path or URI")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+
+    e = sub.add_parser("export", help="write the best (or --trial) config of an experiment")
+    e.add_argument("experiment", help="experiment directory (<storage>/<name>)")
+    e.add_argument("--out", required=True, help="YAML to write")
+    e.add_argument("--trial", help="trial id (default: the best by val_acc)")
 
 
 # --------------------------------------------------------------------------- commands
@@ -106,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             given = {k: v for k, v in values.items() if v is not None}
             if given:
                 overrides.setdefault(section, {}).update(given)
-        overrides = _merge(overrides, _data_overrides(args))
+        overrides = merge(overrides, _data_overrides(args))
         cfg = resolve_config(dataset=args.dataset, config_path=args.config, sets=args.set,
                              overrides=overrides)
         output = args.output or f"runs/{cfg.data.name}-{cfg.method.name}-s{cfg.train.seed}"
@@ -138,12 +201,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    from dnet_tune.config import merge
-
-    return merge(a, b)
-
-
 def cmd_data(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -162,10 +219,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         download(args.name, args.data_dir)
         return 0
-    from dnet_tune.run import resolve_config
+    from dnet_tune.run import resolve_data_config
 
-    cfg = resolve_config(dataset=args.dataset, overrides=_data_overrides(args))
-    info = registry.describe(cfg.data)
+    info = registry.describe(resolve_data_config(dataset=args.dataset,
+                                                 overrides=_data_overrides(args)))
     if args.json:
         print(json.dumps(info))
         return 0
@@ -180,23 +237,74 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from dnet_tune.cluster import main_check
+    from dnet_tune.ops.cluster_files import main_check
 
     return main_check(args.files)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from dnet_tune.console import make_console
+    from dnet_tune.tune.plan import SearchRequest
+    from dnet_tune.tune.search import run_search
+
+    req = SearchRequest(
+        dataset=args.dataset, method=args.method, gpus=args.gpus,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+        trials=args.trials, max_epochs=args.max_epochs, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, space=args.space, address=args.address,
+        storage=args.storage, name=args.name, seed=args.seed, smoke=args.smoke,
+        baseline=not args.no_baseline, sets=args.set, data_dir=args.data_dir,
+        wait_for_gpus=args.wait_for_gpus,
+    )
+    outcome = run_search(req, make_console(args.quiet))
+    if outcome.best is None:
+        errors = [r["error"] for r in outcome.summary if r["role"] == "search" and r["error"]]
+        first = f"; first error: {errors[0]}" if errors else ""
+        print(f"dnet-tune: error: no trial of '{outcome.experiment}' reported a result"
+              f"{first}; see the trials' error.txt", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dnet_tune.console import make_console
+    from dnet_tune.io import json_safe
+    from dnet_tune.tune.results import report
+    from dnet_tune.tune.view import print_report
+
+    rows = report(args.storage)
+    if args.json:
+        print(json.dumps(json_safe(rows)))
+        return 0
+    print_report(make_console(), rows, args.storage)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dnet_tune.console import make_console, pct
+    from dnet_tune.tune.results import export
+
+    row = export(args.experiment, args.out, args.trial)
+    make_console().print(f"wrote {args.out}: trial {row['trial_id']}, val_acc "
+                         f"{pct(row['best_val_acc'])}% at epoch {row['best_epoch']}; "
+                         f"run it with: dnet-tune train --config {args.out}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "data": cmd_data,
+    "cluster": cmd_cluster,
+    "search": cmd_search,
+    "report": cmd_report,
+    "export": cmd_export,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "data":
-            return cmd_data(args)
-        if args.command == "cluster":
-            return cmd_cluster(args)
-        from dnet_tune.tune.cli_args import run_tune_command
-
-        return run_tune_command(args)
+        return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"dnet-tune: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -8,7 +8,6 @@ the dotted key. Precedence (timm style): dataclass defaults < dataset recipe < Y
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +16,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from dnet_tune.dotted import unflatten
 from dnet_tune.errors import UserError
+from dnet_tune.yamlio import read_yaml, yaml_load
 
 
 @dataclass
@@ -92,24 +93,6 @@ class Config:
     dn: DifficultyNetConfig = field(default_factory=DifficultyNetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-# ----------------------------------------------------------------------------- YAML
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2 floats: `1e-5` is a number, as researchers write it."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
-    list("-+0123456789"),
-)
-
-
-def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no object construction
 
 
 # ----------------------------------------------------------------------------- strict conversion
@@ -194,20 +177,9 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge plain dicts; `over` wins. Lists are replaced, not concatenated."""
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
 def parse_set(items: list[str]) -> dict[str, Any]:
     """`["a.b=1", "c.d=[1, 2]"]` -> nested dict; values parsed as YAML scalars/lists."""
-    out: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise UserError(f"--set '{item}' must look like key.sub=value")
@@ -219,35 +191,21 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             value = yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set '{item}' conflicts with another --set of '{part}'")
-        node[parts[-1]] = value
-    return out
+        clash = next((k for k in flat if k.startswith(f"{key}.") or key.startswith(f"{k}.")),
+                     None)
+        if clash is not None:
+            raise UserError(f"--set '{item}' conflicts with --set of '{clash}'")
+        flat[key] = value
+    return unflatten(flat)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file '{p}' does not exist; pass a YAML written by dnet-tune")
-    try:
-        data = yaml_load(p.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" (line {line + 1})" if line is not None else ""
-        raise UserError(f"config file '{p}' is not valid YAML{where}; fix the syntax") from None
+    data = read_yaml(path, "config file", "pass a YAML written by dnet-tune")
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"config file '{p}' must hold a mapping of sections (data, model, ...)")
+        raise UserError(f"config file '{path}' must hold a mapping of sections (data, model, ...)")
     return data
-
-
-def dump_yaml(data: dict[str, Any]) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
 
 
 def validate(cfg: Config) -> None:
@@ -292,10 +250,6 @@ def validate(cfg: Config) -> None:
         raise UserError(f"config key 'method.cdb_tau' must be a number or 'dynamic', got {tau!r}")
     if isinstance(tau, float) and tau < 0:
         raise UserError(f"config key 'method.cdb_tau' must be >= 0, got {tau}")
-    if cfg.method.name == "difficulty_net" and cfg.data.meta_per_class == 0:
-        raise UserError("difficulty_net needs a meta set: set data.meta_per_class > 0")
-    if cfg.method.name == "cdb_ce" and cfg.data.meta_per_class == 0:
-        raise UserError("cdb_ce needs per-class accuracies: set data.meta_per_class > 0")
     if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
         raise UserError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N, "
                         f"got {cfg.train.device!r}")

@@ -13,15 +13,16 @@ from typing import Any
 
 from dnet_tune.config import (
     Config,
+    DataConfig,
     config_from_dict,
     config_to_dict,
-    dump_yaml,
     load_yaml,
-    merge,
     parse_set,
 )
+from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
 from dnet_tune.io import atomic_write_json, atomic_write_text, write_parquet_rows
+from dnet_tune.yamlio import dump_yaml
 
 PROVENANCE_KEY = "provenance"  # extra block in exported configs; not part of the run config
 
@@ -31,14 +32,14 @@ def smoke_overrides() -> dict[str, Any]:
     return {"train": {"epochs": 2}}
 
 
-def resolve_config(
+def resolve_dict(
     *,
     dataset: str | None = None,
     config_path: str | None = None,
     sets: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
-) -> Config:
-    """defaults < dataset recipe < YAML < `--set` < explicit flags (overrides)."""
+) -> dict[str, Any]:
+    """defaults < dataset recipe < YAML < `--set` < explicit flags (overrides), unchecked."""
     from dnet_tune.data.registry import dataset_recipe
 
     user = load_yaml(config_path) if config_path else {}
@@ -54,8 +55,21 @@ def resolve_config(
     if not isinstance(name, str):
         raise UserError(f"config key 'data.name' must be a dataset name, got {name!r}")
     base = merge(config_to_dict(Config()), {"data": {"name": name}})
-    resolved = merge(merge(merge(base, dataset_recipe(name)), user), top)
-    return config_from_dict(resolved)
+    return merge(merge(merge(base, dataset_recipe(name)), user), top)
+
+
+def resolve_config(**sources: Any) -> Config:
+    """The complete run config (see `resolve_dict`), checked against the method's needs."""
+    from dnet_tune.method.methods import check_method_config
+
+    cfg = config_from_dict(resolve_dict(**sources))
+    check_method_config(cfg)
+    return cfg
+
+
+def resolve_data_config(**sources: Any) -> DataConfig:
+    """The data section only: describing data must not depend on which method would train."""
+    return config_from_dict(resolve_dict(**sources)).data
 
 
 def config_yaml(cfg: Config) -> str:

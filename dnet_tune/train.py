@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnet_tune.config import Config, config_from_dict, config_to_dict
+from dnet_tune.config import Config, config_to_dict
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.errors import UserError
 from dnet_tune.method.methods import Method, create_method
@@ -253,10 +253,3 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"checkpoint '{path}' does not exist") from None
     return state
-
-
-def trainer_from_checkpoint(path: str, dataset: LTDataset | None = None) -> Trainer:
-    state = load_checkpoint(path)
-    trainer = Trainer(config_from_dict(state["config"]), dataset)
-    trainer.load_state_dict(state)
-    return trainer

@@ -1,8 +1,10 @@
 """Datasets (long-tailed splits with held-out meta and validation sets) and batch iterators.
 
-Importing the package registers every dataset builder (see `registry`).
+Importing the package registers every dataset builder: `registry` is a leaf module, and the
+builder modules imported here register themselves with it.
 """
 
+from dnet_tune.data import cifar, digits, lists  # noqa: F401  (registration side effect)
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.data.registry import (
     DATASETS,

@@ -19,9 +19,8 @@ import torch
 
 from dnet_tune.config import DataConfig
 from dnet_tune.data.base import LTDataset, Split
-from dnet_tune.data.longtail import carve, lt_counts, shuffled_class_indices
+from dnet_tune.data.longtail import carve_with_test, shuffled_class_indices
 from dnet_tune.data.registry import DATASETS
-from dnet_tune.errors import UserError
 
 SPLIT_SEED = 0
 TEST_PER_CLASS = 40
@@ -67,23 +66,9 @@ DIGITS_RECIPE: dict[str, Any] = {
 )
 def digits_lt(cfg: DataConfig) -> LTDataset:
     images, labels = _load()
-    h, v = cfg.meta_per_class, cfg.val_per_class
     per_class = shuffled_class_indices(labels, NUM_CLASSES, SPLIT_SEED)
-    test_idx = np.sort(np.concatenate([idx[:TEST_PER_CLASS] for idx in per_class]))
-    rest = [idx[TEST_PER_CLASS:] for idx in per_class]
-    n_max = min(len(idx) for idx in rest) - h - v
-    if n_max < 1:
-        raise UserError(
-            f"digits_lt: a class has only {n_max + h + v} images besides the test set; "
-            f"lower data.meta_per_class ({h}) / data.val_per_class ({v})"
-        )
-    counts = lt_counts(n_max, NUM_CLASSES, cfg.imbalance)
-    if counts[-1] < 1:
-        raise UserError(
-            f"digits_lt: imbalance {cfg.imbalance:g} leaves class {NUM_CLASSES - 1} without "
-            f"training images (largest class {n_max}); use data.imbalance <= {n_max}"
-        )
-    tr, me, va = carve(rest, counts, h, v)
+    tr, me, va, test_idx = carve_with_test("digits_lt", per_class, TEST_PER_CLASS,
+                                           cfg.meta_per_class, cfg.val_per_class, cfg.imbalance)
 
     def split(idx: np.ndarray) -> Split:
         return Split(labels=labels[idx], images=torch.from_numpy(np.ascontiguousarray(images[idx])))

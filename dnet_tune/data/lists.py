@@ -33,7 +33,7 @@ import numpy as np
 
 from dnet_tune.config import DataConfig
 from dnet_tune.data.base import LTDataset, Split
-from dnet_tune.data.longtail import carve, lt_counts, shuffled_class_indices
+from dnet_tune.data.longtail import carve_with_test, shuffled_class_indices
 from dnet_tune.data.registry import DATASETS, resolve_data_dir
 from dnet_tune.errors import UserError
 
@@ -194,23 +194,9 @@ def folder_lt(cfg: DataConfig) -> LTDataset:
     y = np.asarray(labels, dtype=np.int64)
     num_classes = len(class_dirs)
     per_class = shuffled_class_indices(y, num_classes, SPLIT_SEED)
-    smallest = min(len(idx) for idx in per_class)
-    t = max(1, int(TEST_FRACTION * smallest))
-    h, v = cfg.meta_per_class, cfg.val_per_class
-    n_max = smallest - t - h - v
-    if n_max < 1:
-        raise UserError(
-            f"folder_lt: the smallest class has {smallest} images; it needs more than {t} test "
-            f"+ {h} meta + {v} val (lower data.meta_per_class / data.val_per_class)"
-        )
-    counts = lt_counts(n_max, num_classes, cfg.imbalance)
-    if min(counts) < 1:
-        raise UserError(
-            f"folder_lt: imbalance {cfg.imbalance:g} leaves a class without training images "
-            f"(largest class {n_max}); use data.imbalance <= {n_max}"
-        )
-    tr, me, va = carve([idx[t:] for idx in per_class], counts, h, v)
-    test = np.sort(np.concatenate([idx[:t] for idx in per_class]))
+    t = max(1, int(TEST_FRACTION * min(len(idx) for idx in per_class)))
+    tr, me, va, test = carve_with_test("folder_lt", per_class, t, cfg.meta_per_class,
+                                       cfg.val_per_class, cfg.imbalance)
     return LTDataset(
         name="folder_lt",
         num_classes=num_classes,

@@ -100,3 +100,36 @@ def carve(
         return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     return cat(train), cat(meta), cat(val)
+
+
+def carve_with_test(
+    name: str,
+    per_class: Sequence[np.ndarray],
+    test_per_class: int,
+    meta_per_class: int,
+    val_per_class: int,
+    imbalance: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For sources without an official test split: a balanced test set first, then `carve`.
+
+    Per class (already in a fixed order): the first `test_per_class` items are test; the rest is
+    carved with n_max = the smallest remainder minus H and V, so every class follows the profile
+    exactly. Returns sorted index arrays (train, meta, val, test).
+    """
+    h, v, t = meta_per_class, val_per_class, test_per_class
+    smallest = min(len(idx) for idx in per_class)
+    n_max = smallest - t - h - v
+    if n_max < 1:
+        raise UserError(
+            f"{name}: the smallest class has {smallest} images; it needs more than {t} test "
+            f"+ {h} meta + {v} val (lower data.meta_per_class / data.val_per_class)"
+        )
+    counts = lt_counts(n_max, len(per_class), imbalance)
+    if min(counts) < 1:
+        raise UserError(
+            f"{name}: imbalance {imbalance:g} leaves a class without training images "
+            f"(largest class {n_max}); use data.imbalance <= {n_max}"
+        )
+    train, meta, val = carve([idx[t:] for idx in per_class], counts, h, v)
+    test = np.sort(np.concatenate([idx[:t] for idx in per_class])).astype(np.int64)
+    return train, meta, val, test

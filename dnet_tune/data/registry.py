@@ -3,8 +3,9 @@
 A recipe is the nested config a dataset is normally trained with (its row of the spec's §6 table);
 it sits between the dataclass defaults and the user's YAML, so `dnet-tune train --data cifar100_lt`
 is the published setting without a hand-written config. Builders register themselves with
-`@DATASETS.register(name, recipe=..., description=...)`; the imports at the bottom exist for that
-side effect only, so importing this module is enough to see every dataset.
+`@DATASETS.register(name, recipe=..., description=...)`. This module is a leaf: the package's
+`__init__` imports the builder modules, so importing anything from `dnet_tune.data` sees every
+dataset and no builder module imports back into a module that imports it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,3 @@ def describe(cfg: DataConfig) -> dict[str, Any]:
 def list_datasets() -> list[tuple[str, str]]:
     """(name, description) pairs, sorted by name."""
     return [(n, str(DATASETS.entry(n).info.get("description", ""))) for n in DATASETS.names()]
-
-
-# Registration side effect; placed last because these modules import `DATASETS` from here.
-from dnet_tune.data import cifar, digits, lists  # noqa: E402, F401

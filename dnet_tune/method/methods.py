@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from dnet_tune.config import Config
+from dnet_tune.errors import UserError
 from dnet_tune.method import losses
 from dnet_tune.method.difficulty_net import (
     DifficultyNet,
@@ -214,7 +215,16 @@ class DifficultyNetMethod(Method):
         self.iteration = int(state["iteration"])
 
 
+def check_method_config(cfg: Config) -> None:
+    """What a method needs from the rest of the config, asked of the method itself."""
+    cls = METHODS.get(cfg.method.name)
+    if cls.uses_class_acc and cfg.data.meta_per_class == 0:
+        raise UserError(f"{cfg.method.name} measures per-class accuracies on the meta set: "
+                        f"set data.meta_per_class > 0")
+
+
 def create_method(cfg: Config, train_counts: list[int], device: torch.device) -> Method:
+    check_method_config(cfg)
     cls = METHODS.get(cfg.method.name)
     method: Method = cls(cfg, train_counts, device)
     return method

@@ -1,8 +1,8 @@
 """The model registry: config name -> backbone builder.
 
-Builders live next to their architectures and register themselves with `@MODELS.register`; the
-imports at the bottom of this module exist only for that side effect, so importing this module (or
-the package) is enough to see every model and nobody has to remember a second list of names.
+Builders live next to their architectures and register themselves with `@MODELS.register`. This
+module is a leaf: the package's `__init__` imports the architecture modules for that side effect,
+so importing anything from `dnet_tune.models` sees every model, without an import loop.
 """
 
 from __future__ import annotations
@@ -30,7 +30,3 @@ def create_model(
 def list_models() -> list[tuple[str, str]]:
     """(name, description) pairs for `--help`-style listings, sorted by name."""
     return [(n, str(MODELS.entry(n).info.get("description", ""))) for n in MODELS.names()]
-
-
-# Registration side effect; placed last because these modules import `MODELS` from here.
-from dnet_tune.models import resnet_cifar, resnet_imagenet, small_cnn  # noqa: E402, F401

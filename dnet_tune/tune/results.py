@@ -7,14 +7,12 @@ Layout of `<storage>/<name>/` (beside Ray's own experiment files):
   best_config.yaml   a complete core config for `dnet-tune train --config`, plus provenance
   search.json        what was asked: dataset, method, budget, resources, seed, versions
 
-Storage may be a local path or a URI (s3://, gs://, file://); pyarrow's filesystems handle
-both, and local writes are atomic (temp file + rename).
+Storage may be a local path or a URI (see `storage`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import platform
@@ -23,91 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import yaml
 
-from dnet_tune.config import dump_yaml
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write, json_safe, rows_to_table
+from dnet_tune.io import atomic_write, json_safe
+from dnet_tune.tune.sampling import sampled_config_keys
+from dnet_tune.tune.storage import (
+    exists,
+    join,
+    list_dirs,
+    read_bytes,
+    read_table,
+    write_bytes,
+    write_table,
+)
+from dnet_tune.yamlio import dump_yaml
 
 SEARCH_ROLE, BASELINE_ROLE = "search", "baseline"
-METRIC_KEYS = ("epoch", "lr", "train_loss", "val_acc", "val_many", "val_medium", "val_few",
-               "test_acc", "test_many", "test_medium", "test_few", "epoch_time_s",
-               "class_acc_meta", "difficulty", "class_weight", "node_id", "hostname", "device")
 AT_BEST = ("val_acc", "val_many", "val_medium", "val_few", "test_acc", "test_many",
            "test_medium", "test_few")
-
-
-# ----------------------------------------------------------------------------- storage
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def _resolve(location: str) -> tuple[pafs.FileSystem, str]:
-    if is_uri(location):
-        try:
-            fs, path = pafs.FileSystem.from_uri(location)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
-            raise UserError(f"cannot open storage '{location}': {exc}") from None
-        return fs, path
-    return pafs.LocalFileSystem(), str(Path(location).resolve())
-
-
-def join(location: str, *parts: str) -> str:
-    return "/".join([location.rstrip("/"), *parts]) if is_uri(location) else str(
-        Path(location, *parts))
-
-
-def write_bytes(location: str, data: bytes) -> None:
-    if not is_uri(location) or location.startswith("file://"):
-        local = location[len("file://"):] if location.startswith("file://") else location
-        atomic_write(local, lambda p: p.write_bytes(data))
-        return
-    fs, path = _resolve(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(data)
-
-
-def read_bytes(location: str) -> bytes:
-    fs, path = _resolve(location)
-    try:
-        with fs.open_input_stream(path) as f:
-            return bytes(f.read())
-    except (FileNotFoundError, OSError):
-        raise UserError(f"'{location}' does not exist") from None
-
-
-def exists(location: str) -> bool:
-    fs, path = _resolve(location)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-def list_dirs(location: str) -> list[str]:
-    fs, path = _resolve(location)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(path))
-    return sorted(join(location, i.base_name) for i in infos if i.type == pafs.FileType.Directory)
-
-
-def _table_bytes(rows: list[dict[str, Any]]) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(rows_to_table(rows), sink)
-    return sink.getvalue()
-
-
-def write_table(location: str, rows: list[dict[str, Any]]) -> None:
-    write_bytes(location, _table_bytes(rows))
-
-
-def read_table(location: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = pq.read_table(io.BytesIO(read_bytes(location))).to_pylist()
-    return rows
 
 
 # ----------------------------------------------------------------------------- recording
@@ -129,8 +61,7 @@ def trial_rows(records: list[TrialRecord]) -> list[dict[str, Any]]:
     for rec in records:
         for row in rec.rows:
             flat = {f"config/{k}": _scalar(v) for k, v in sorted(rec.config.items())}
-            out.append({"trial_id": rec.trial_id, "role": rec.role, **flat,
-                        **{k: row.get(k) for k in METRIC_KEYS if k in row}})
+            out.append({"trial_id": rec.trial_id, "role": rec.role, **flat, **row})
     return out
 
 
@@ -272,8 +203,10 @@ def report(storage: str) -> list[dict[str, Any]]:
                  "trial_id": row["trial_id"], "epoch": row["best_epoch"],
                  "val_acc": row["best_val_acc"],
                  **{k: row.get(f"{k}_at_best") for k in AT_BEST if k != "val_acc"},
-                 "config": {k[len("config/"):]: v for k, v in row.items()
-                            if k.startswith("config/") and v is not None},
+                 "config": sampled_config_keys(
+                     {k[len("config/"):]: v for k, v in row.items()
+                      if k.startswith("config/") and v is not None},
+                     frozenset(meta.get("virtual_params", []))),
                  "baseline_val_acc": baseline["best_val_acc"] if baseline else None,
                  "baseline_test_acc": baseline["test_acc_at_best"] if baseline else None}
         current = best.get(meta["dataset"])

@@ -1,27 +1,47 @@
 """Runs the Tuner: Optuna TPE proposes, ASHA stops, a callback records every epoch.
 
-A `ce` baseline with the same epochs and resources runs beside the trials when the search tunes
-Difficulty-Net, so the final table shows what the tuning bought.
+Three steps the driver calls in order: `build_tuner` (trainable, searcher, scheduler, storage),
+`fit_quietly` (Ray's own console output replaced by our view), then `collect` (the callback's
+records plus the baseline's, as `TrialRecord`s). A `ce` baseline with the same epochs and
+resources runs beside the trials when the search tunes Difficulty-Net (`launch_baseline`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
+from ray.tune import result as ray_result
 from rich.console import Console
 
-from dnet_tune.data.base import LTDataset
-from dnet_tune.tune import results
-from dnet_tune.tune.results import BASELINE_ROLE, SEARCH_ROLE, TrialRecord
-from dnet_tune.tune.search import Resources, SearchOutcome, SearchRequest
-from dnet_tune.tune.space import SearchSpace, apply_flat
-from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial, trial_config
-from dnet_tune.tune.view import SearchView, top_table
+from dnet_tune.dotted import merge
+from dnet_tune.tune.plan import Budget, Resources
+from dnet_tune.tune.results import (
+    BASELINE_ROLE,
+    SEARCH_ROLE,
+    TrialRecord,
+    trial_status,
+)
+from dnet_tune.tune.sampling import apply_flat, define_by_run
+from dnet_tune.tune.space import SearchSpace
+from dnet_tune.tune.trainable import DataHandle, TrialSetup, placement, run_trial, trial_config
+from dnet_tune.tune.view import SearchView
+
+# What Ray adds to every reported result; everything else is the trainer's own metrics (plus
+# where it ran), so a metric the trainer gains reaches trials.parquet without a list to update.
+RAY_KEYS = frozenset(ray_result.AUTO_RESULT_KEYS) | {
+    ray_result.DONE, ray_result.TRIAL_ID, ray_result.EXPERIMENT_TAG,
+    ray_result.SHOULD_CHECKPOINT, ray_result.RESULT_DUPLICATE, ray_result.TRIAL_INFO,
+} - {"hostname"}  # ours: placement() reports it with node_id and device
+
+
+def epoch_row(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k not in RAY_KEYS}
 
 
 class Recorder(tune.Callback):
@@ -58,7 +78,7 @@ class Recorder(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
                         result: dict[str, Any], **info: Any) -> None:
         rec = self._record(trial)
-        row = {k: result[k] for k in results.METRIC_KEYS if k in result}
+        row = epoch_row(result)
         # a restored trial re-reports nothing twice, but keep the table one row per epoch
         rec.rows = [r for r in rec.rows if r["epoch"] != row["epoch"]] + [row]
         if self.view is not None:
@@ -71,7 +91,7 @@ class Recorder(tune.Callback):
         last = rec.rows[-1]["epoch"] if rec.rows else 0
         if self.view is not None:
             max_epochs = self.trial_setup.base["train"]["epochs"]
-            self.view.done(trial.trial_id, results.trial_status(last, max_epochs))
+            self.view.done(trial.trial_id, trial_status(last, max_epochs))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.running.discard(trial.trial_id)
@@ -98,19 +118,18 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _baseline(data: DataHandle, cfg_dict: dict[str, Any]) -> list[dict[str, Any]]:
-    from dnet_tune.train import Trainer
+@dataclass
+class TunerRun:
+    """What `build_tuner` made and `collect` reads back."""
 
-    trainer = Trainer(trial_config(cfg_dict, {}, frozenset()), data.get())
-    ctx = ray.get_runtime_context()
-    where = {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename,
-             "device": str(trainer.device)}
-    return [{**m, **where} for m in trainer.fit()]
+    tuner: Any
+    recorder: Recorder
+    data: DataHandle
 
 
-def execute(req: SearchRequest, space: SearchSpace, budget: dict[str, Any],
-            base: dict[str, Any], dataset: LTDataset, res: Resources, name: str, exp: str,
-            console: Console) -> SearchOutcome:
+def build_tuner(space: SearchSpace, method: str, seed: int, budget: Budget,
+                base: dict[str, Any], data: DataHandle, res: Resources, name: str,
+                storage: str, reuse_actors: bool, view: SearchView) -> TunerRun:
     import optuna
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -118,29 +137,26 @@ def execute(req: SearchRequest, space: SearchSpace, budget: dict[str, Any],
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Ray's newer console output prints its own banner even at verbose 0; the classic reporter
-    # at verbose 0 is silent, and our view replaces it. Trial errors still reach the view.
+    # at verbose 0 is silent, and our view replaces it.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    data = DataHandle(ray.put(dataset))  # the one object-store copy every trial reads
-    setup = TrialSetup(base, frozenset(space.virtual_names(req.method)))
+    setup = TrialSetup(base, frozenset(space.virtual_names(method)))
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, setup=setup),
                                     resources)
-    searcher = OptunaSearch(space=space.define_by_run(req.method), metric="val_acc", mode="max",
-                            sampler=optuna.samplers.TPESampler(seed=req.seed))
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=budget["max_epochs"],
-                              grace_period=budget["grace_period"],
-                              reduction_factor=budget["reduction_factor"])
-    view = SearchView(console, f"{name}: {req.dataset} · {req.method}", budget["trials"])
+    searcher = OptunaSearch(space=define_by_run(space, method), metric="val_acc", mode="max",
+                            sampler=optuna.samplers.TPESampler(seed=seed))
+    scheduler = ASHAScheduler(time_attr="epoch", max_t=budget.max_epochs,
+                              grace_period=budget.grace_period,
+                              reduction_factor=budget.reduction_factor)
     recorder = Recorder(setup, view)
-    storage = req.storage if results.is_uri(req.storage) else os.path.abspath(req.storage)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric="val_acc", mode="max", num_samples=budget["trials"], scheduler=scheduler,
+            metric="val_acc", mode="max", num_samples=budget.trials, scheduler=scheduler,
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=res.slots),
             # a finished trial's worker takes the next trial: no new process, no second
             # `import torch` (~3.5 s) per trial; every trial still seeds itself from its config
-            reuse_actors=req.reuse_actors,
+            reuse_actors=reuse_actors,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
@@ -148,43 +164,51 @@ def execute(req: SearchRequest, space: SearchSpace, budget: dict[str, Any],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
-    baseline_ref = None
-    baseline_cfg: dict[str, Any] | None = None
-    if req.baseline and req.method == "difficulty_net":
-        from dnet_tune.config import merge
+    return TunerRun(tuner, recorder, data)
 
-        baseline_cfg = merge(base, {"method": {"name": "ce"}})
-        task = ray.remote(_baseline).options(num_cpus=res.cpus_per_trial,
-                                             num_gpus=res.gpus_per_trial)
-        baseline_ref = task.remote(data, baseline_cfg)
-    # Ray logs each trial failure as a full traceback; the view prints one line per failure
-    # with the path of the trial's error.txt instead.
+
+def _baseline(data: DataHandle, cfg_dict: dict[str, Any]) -> list[dict[str, Any]]:
+    from dnet_tune.train import Trainer
+
+    trainer = Trainer(trial_config(cfg_dict, {}, frozenset()), data.get())
+    where = placement(trainer.device)
+    return [{**m, **where} for m in trainer.fit()]
+
+
+@dataclass
+class Baseline:
+    ref: Any  # ray.ObjectRef of the baseline's epoch rows
+    config: dict[str, Any]
+
+
+def launch_baseline(data: DataHandle, base: dict[str, Any], res: Resources) -> Baseline:
+    """The same-budget `ce` run, as a Ray task beside the trials."""
+    cfg = merge(base, {"method": {"name": "ce"}})
+    task = ray.remote(_baseline).options(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)
+    return Baseline(task.remote(data, cfg), cfg)
+
+
+def fit_quietly(run: TunerRun, view: SearchView) -> None:
+    """Fit with our view instead of Ray's console output and per-failure tracebacks."""
+    # Trial errors still reach the view, one line each with the path of the trial's error.txt.
     tune_log = logging.getLogger("ray.tune")
     level = tune_log.level
     tune_log.setLevel(logging.CRITICAL)
     try:
         with view:
-            tuner.fit()
+            run.tuner.fit()
     finally:
         tune_log.setLevel(level)
-    records = list(recorder.records.values())
-    if baseline_ref is not None and baseline_cfg is not None:
-        rec = TrialRecord("baseline-ce", BASELINE_ROLE, {"method.name": "ce"}, baseline_cfg)
+
+
+def collect(run: TunerRun, baseline: Baseline | None, console: Console) -> list[TrialRecord]:
+    records = list(run.recorder.records.values())
+    if baseline is not None:
+        rec = TrialRecord("baseline-ce", BASELINE_ROLE, {"method.name": "ce"}, baseline.config)
         try:
-            rec.rows = ray.get(baseline_ref)
+            rec.rows = ray.get(baseline.ref)
         except ray.exceptions.RayError as exc:
             rec.errored, rec.error = True, str(exc).strip().splitlines()[-1]
             console.print(f"[red]baseline ce failed:[/] {rec.error}")
         records.append(rec)
-    meta = {"experiment": name, "dataset": req.dataset, "method": req.method,
-            "space": space.path, "budget": budget, "seed": req.seed,
-            "resources": vars(res), "peak_running_trials": recorder.peak_running,
-            "storage": req.storage,
-            "versions": results.versions(), "git_sha": results.git_sha()}
-    summary, best = results.write_experiment(exp, records, budget["max_epochs"], meta)
-    if any(r["best_val_acc"] is not None for r in summary):
-        console.print(top_table(summary))
-    if best is not None:
-        console.print(f"best: trial {best['trial_id']} val_acc {100 * best['best_val_acc']:.2f}% "
-                      f"at epoch {best['best_epoch']} → {results.join(exp, 'best_config.yaml')}")
-    return SearchOutcome(exp, summary, best)
+    return records

@@ -20,7 +20,7 @@ from ray import tune
 
 from dnet_tune.config import Config, config_from_dict
 from dnet_tune.data.base import LTDataset
-from dnet_tune.tune.space import apply_flat
+from dnet_tune.tune.sampling import apply_flat
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -44,9 +44,10 @@ class TrialSetup:
     virtual: frozenset[str]
 
 
-def _placement() -> dict[str, Any]:
+def placement(device: Any) -> dict[str, Any]:
+    """Where a run trained, recorded with every epoch (multi-node searches are audited by it)."""
     ctx = ray.get_runtime_context()
-    return {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename}
+    return {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename, "device": str(device)}
 
 
 def device_for_ray_worker() -> str:
@@ -75,7 +76,7 @@ def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> No
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(load_checkpoint(str(Path(d) / CHECKPOINT_FILE)))
-    where = {**_placement(), "device": str(trainer.device)}
+    where = placement(trainer.device)
     for metrics in trainer.fit():
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(trainer, str(Path(d) / CHECKPOINT_FILE))

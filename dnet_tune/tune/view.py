@@ -95,3 +95,27 @@ def _fmt(v: Any) -> str:
     if isinstance(v, str) and v.startswith("["):
         return v.replace(" ", "")  # DN widths stored as JSON text: "[64,128]"
     return {"relative": "rel", "absolute": "abs", "detached": "det"}.get(str(v), str(v))
+
+
+def print_report(console: Console, rows: list[dict[str, Any]], storage: str) -> None:
+    """`dnet-tune report`: a table of accuracies, then each winner's trial and parameters."""
+    if not rows:
+        console.print(f"no finished experiments under '{storage}'")
+        return
+    table = Table(title=f"best per dataset in {storage} (%; many/medium/few and ce on test)")
+    for col in ("dataset", "method", "val", "test", "many", "medium", "few", "ce"):
+        table.add_column(col, justify="left" if col in ("dataset", "method") else "right",
+                         no_wrap=True)
+    for r in rows:
+        table.add_row(r["dataset"], r["method"], pct(r["val_acc"]), pct(r["test_acc"]),
+                      pct(r["test_many"]), pct(r["test_medium"]), pct(r["test_few"]),
+                      pct(r["baseline_test_acc"]))
+    console.print(table)
+    for r in rows:
+        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["config"].items()))
+        console.print(f"[bold]{r['dataset']}[/]: trial {r['trial_id']} epoch {r['epoch']} of "
+                      f"{r['experiment']}\n  {params}")
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -72,3 +72,33 @@ def test_data_list_shows_every_dataset(cli):
 def test_unknown_subcommand_is_one_line(cli, one_line_error):
     code, _, err = cli("frobnicate")
     one_line_error(code, err)
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for sub_name, subsub in _subparsers(sub):
+                    yield f"{name} {sub_name}", subsub
+
+
+def test_help_says_what_the_tool_does_and_the_workflow():
+    from dnet_tune.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "Difficulty-Net" in text and "long-tailed" in text
+    for step in ("dnet-tune search", "dnet-tune export", "dnet-tune train --config"):
+        assert step in text
+    assert "render user errors" not in text  # the developers' docstring stays in the code
+
+
+def test_every_flag_of_every_command_has_help():
+    from dnet_tune.cli import build_parser
+
+    missing = [f"{name} {'/'.join(a.option_strings) or a.dest}"
+               for name, sub in _subparsers(build_parser()) for a in sub._actions
+               if not a.help and a.dest != "help" and not a.choices]
+    assert not missing, missing

@@ -2,9 +2,10 @@
 
 import pytest
 
-from dnet_tune.config import Config, config_from_dict, config_to_dict, dump_yaml, parse_set
+from dnet_tune.config import Config, config_from_dict, config_to_dict, parse_set
 from dnet_tune.errors import UserError
 from dnet_tune.run import resolve_config
+from dnet_tune.yamlio import dump_yaml
 
 
 def test_round_trip_through_yaml(tmp_path):

@@ -32,7 +32,8 @@ def test_wheel_ships_the_search_spaces_and_finds_them_installed(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True)
-    code = ("from dnet_tune.tune.space import default_space_path, load_space; "
+    code = ("from dnet_tune.tune.space import default_space_path; "
+            "from dnet_tune.tune.space_file import load_space; "
             "p = default_space_path('digits_lt'); load_space(p); print(p)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=tmp_path, env={"PYTHONPATH": str(target)}).stdout

@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import pickle
@@ -191,3 +192,28 @@ def test_cli_paper_profile_has_no_validation_split(cifar_root, capsys):
     counts = json.loads(capsys.readouterr().out)
     assert counts["train"][0] == 4975 and counts["train"][-1] == 49
     assert counts["meta"] == [25] * 10 and counts["val"] == [0] * 10
+
+
+CIFAR10_IF100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+
+
+def test_describe_without_meta_set_is_not_a_method_check(cli, cifar_root):
+    """Describing data never validates a method: the default method (Difficulty-Net) needs a
+    meta set, but `data describe` with none must still print the standard IF-100 counts."""
+    code, out, err = cli("data", "describe", "cifar10_lt", "--imbalance", 100, "--meta-per-class",
+                         0, "--val-per-class", 0, "--data-dir", cifar_root, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["train"] == CIFAR10_IF100
+    assert sum(info["meta"]) == 0 and sum(info["val"]) == 0
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "cifar-10-batches-py").is_dir(), reason="no shared CIFAR data")
+def test_describe_real_cifar10_without_meta_set(cli):
+    code, out, err = cli("data", "describe", "cifar10_lt", "--imbalance", 100, "--meta-per-class",
+                         0, "--val-per-class", 0, "--data-dir", SHARED, "--json")
+    assert code == 0, err
+    assert json.loads(out)["train"] == CIFAR10_IF100

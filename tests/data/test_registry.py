@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from dnet_tune.config import config_from_dict, merge
+from dnet_tune.config import config_from_dict
 from dnet_tune.data import (
     DATASETS,
     build_dataset,
@@ -13,6 +13,7 @@ from dnet_tune.data import (
     summary,
 )
 from dnet_tune.data.loader import make_batches
+from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
 from dnet_tune.models.registry import MODELS
 

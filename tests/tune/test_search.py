@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dnet_tune.errors import UserError
-from dnet_tune.tune.cluster_checks import check_reachable, version_mismatch
+from dnet_tune.tune.preflight import check_reachable, version_mismatch
 
 TRIALS, EPOCHS = 6, 4
 METRICS = ["epoch", "lr", "train_loss", "val_acc", "val_many", "val_medium", "val_few", "test_acc",

@@ -1,4 +1,4 @@
-"""Primitives shared by the launcher and KubeRay checks in `dnet_tune.cluster`.
+"""Primitives shared by the launcher and KubeRay checks in `cluster_files`.
 
 Both formats are loose nested YAML that may be broken in any way, so every lookup here tolerates
 wrong types (a broken file must yield findings, never a traceback), and the world-open ingress scan

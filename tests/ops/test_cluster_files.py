@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dnet_tune.cluster import (
+from dnet_tune.ops.cluster_files import (
     Finding,
     _launcher_schema,
     check_file,

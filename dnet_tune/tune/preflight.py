@@ -7,7 +7,7 @@ import socket
 from urllib.parse import urlparse
 
 from dnet_tune.errors import UserError
-from dnet_tune.tune.results import is_uri
+from dnet_tune.tune.storage import is_uri
 
 REACH_TIMEOUT_S = 10.0
 

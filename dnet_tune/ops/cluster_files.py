@@ -19,9 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dnet_tune.cluster_common import (
+from dnet_tune.ops.cluster_rules import (
     GPU_KEY,
     IMAGE_VERSION,
     RAY_KINDS,
@@ -36,6 +34,7 @@ from dnet_tune.cluster_common import (
     suggest,
     whole,
 )
+from dnet_tune.yamlio import YamlFileError, read_yaml_documents
 
 # KubeRay v1 field names (generous: newer optional fields too), so a misspelt key is reported
 # instead of being pruned silently by the operator's structural schema.
@@ -377,13 +376,9 @@ def check_file(path: Path) -> list[Finding]:
         what = "a directory without *.yaml files" if path.is_dir() else "no such file"
         return [Finding(name, "(file)", what)]
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except (OSError, UnicodeDecodeError) as exc:
-        return [Finding(name, "(file)", f"cannot read as UTF-8 text: {exc}")]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        return [Finding(name, "(file)", f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")]
+        docs = read_yaml_documents(path, "cluster file")
+    except YamlFileError as exc:
+        return [Finding(name, "(file)", exc.reason)]
     if not docs:
         return [Finding(name, "(file)", "empty file")]
     return [Finding(name, k, m) for k, m in _classify(docs, installed_ray_version())]

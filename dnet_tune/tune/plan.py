@@ -1,0 +1,139 @@
+"""What a search was asked for and what it will use: the plan types, checked before Ray starts.
+
+A leaf of the tune layer (it imports nothing from it), so the driver (`search`), the Tuner
+runner and the results writer all share these types without importing each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from dnet_tune.errors import UserError
+
+
+@dataclass
+class SearchRequest:
+    dataset: str = "digits_lt"
+    method: str = "difficulty_net"
+    gpus: float | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float = 1.0
+    trials: int | None = None
+    max_epochs: int | None = None
+    grace_period: int | None = None
+    reduction_factor: float | None = None
+    space: str | None = None
+    address: str | None = None
+    storage: str = "./dnet-results"
+    name: str | None = None
+    seed: int = 0
+    smoke: bool = False
+    baseline: bool = True
+    sets: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    reuse_actors: bool = True  # off only to measure what reuse saves (bench/search.py)
+    wait_for_gpus: float = 0.0  # seconds to let an autoscaling cluster bring up --gpus
+
+
+@dataclass
+class Resources:
+    gpus: float
+    gpus_per_trial: float
+    cpus_per_trial: float
+    slots: int
+
+
+@dataclass
+class Budget:
+    trials: int
+    max_epochs: int
+    grace_period: int
+    reduction_factor: float
+
+
+@dataclass
+class SearchOutcome:
+    experiment: str
+    summary: list[dict[str, Any]]
+    best: dict[str, Any] | None
+
+
+def check_arguments(req: SearchRequest) -> None:
+    g = req.gpus_per_trial
+    if g is not None and (g <= 0 or (g > 1 and g != int(g))):
+        raise UserError(f"--gpus-per-trial must be a fraction in (0, 1] or a whole number of "
+                        f"GPUs, got {g:g}")
+    if req.gpus is not None and req.gpus < 0:
+        raise UserError(f"--gpus must be >= 0, got {req.gpus:g}")
+    if req.cpus_per_trial <= 0:
+        raise UserError(f"--cpus-per-trial must be > 0, got {req.cpus_per_trial:g}")
+    for flag, v in (("--trials", req.trials), ("--max-epochs", req.max_epochs),
+                    ("--grace-period", req.grace_period)):
+        if v is not None and v < 1:
+            raise UserError(f"{flag} must be >= 1, got {v}")
+    if req.wait_for_gpus < 0:
+        raise UserError(f"--wait-for-gpus must be >= 0 seconds, got {req.wait_for_gpus:g}")
+    if req.wait_for_gpus > 0 and not req.gpus:
+        raise UserError("--wait-for-gpus needs --gpus N: the number of GPUs to wait for")
+    if req.reduction_factor is not None and req.reduction_factor <= 1:
+        raise UserError(f"--reduction-factor must be > 1, got {req.reduction_factor:g}")
+    if req.name is not None and (not req.name or "/" in req.name or req.name.startswith(".")):
+        raise UserError(f"--name '{req.name}' must be a plain directory name")
+
+
+def trial_slots(total: float, per_trial: float) -> int:
+    """How many trials fit in `total` units at `per_trial` each (float-safe: 1/0.1 is 9.99...)."""
+    return math.floor(total / per_trial + 1e-9)
+
+
+def gpus_per_trial(req: SearchRequest) -> float:
+    return 1.0 if req.gpus_per_trial is None else float(req.gpus_per_trial)
+
+
+def plan_resources(req: SearchRequest, cluster: dict[str, float]) -> Resources:
+    """Trial slots from the request, checked against what the cluster really has."""
+    have_gpu = float(cluster.get("GPU", 0.0))
+    have_cpu = float(cluster.get("CPU", 0.0))
+    gpus = have_gpu if req.gpus is None else float(req.gpus)
+    if gpus > have_gpu:
+        raise UserError(f"--gpus {gpus:g} asks for more GPUs than the cluster has "
+                        f"({have_gpu:g}); pass --gpus {have_gpu:g} or fewer")
+    if gpus == 0 and req.gpus_per_trial is not None:
+        raise UserError("--gpus-per-trial needs GPUs, but the search uses none (--gpus 0 or a "
+                        "cluster without GPUs)")
+    if gpus > 0:
+        gpt = gpus_per_trial(req)
+        if gpt > gpus:
+            raise UserError(f"--gpus-per-trial {gpt:g} is more than --gpus {gpus:g}")
+        slots = trial_slots(gpus, gpt)
+    else:
+        gpt = 0.0
+        slots = trial_slots(have_cpu, req.cpus_per_trial)
+    if req.cpus_per_trial > have_cpu:
+        raise UserError(f"--cpus-per-trial {req.cpus_per_trial:g} is more than the cluster's "
+                        f"{have_cpu:g} CPUs")
+    if slots < 1:
+        raise UserError("no trial fits on this cluster with the requested resources")
+    return Resources(gpus, gpt, req.cpus_per_trial, slots)
+
+
+class HasBudgets(Protocol):
+    budget: Budget
+    smoke: Budget
+
+
+def budget_for(req: SearchRequest, space: HasBudgets) -> Budget:
+    """The space file's budget (or its smoke budget), with the flags that override it."""
+    default = space.smoke if req.smoke else space.budget
+    max_epochs = req.max_epochs or default.max_epochs
+    return Budget(trials=req.trials or default.trials, max_epochs=max_epochs,
+                  grace_period=min(req.grace_period or default.grace_period, max_epochs),
+                  reduction_factor=req.reduction_factor or default.reduction_factor)
+
+
+def experiment_name(req: SearchRequest) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return req.name or f"{req.dataset}-{req.method}-{stamp}"

@@ -1,0 +1,87 @@
+"""Where results live: a local path or a URI (s3://, gs://, file://), read and written alike.
+
+pyarrow's filesystems handle both kinds; local writes are atomic (temp file + rename). Every
+storage location the search, the results writer and Ray see goes through `normalise` first, so a
+relative path means the same folder to all of them.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from dnet_tune.errors import UserError
+from dnet_tune.io import atomic_write, rows_to_table
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def normalise(location: str) -> str:
+    """A URI as given; a local path made absolute (Ray and remote workers need absolute paths)."""
+    return location if is_uri(location) else str(Path(location).expanduser().resolve())
+
+
+def _resolve(location: str) -> tuple[pafs.FileSystem, str]:
+    if is_uri(location):
+        try:
+            fs, path = pafs.FileSystem.from_uri(location)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise UserError(f"cannot open storage '{location}': {exc}") from None
+        return fs, path
+    return pafs.LocalFileSystem(), normalise(location)
+
+
+def join(location: str, *parts: str) -> str:
+    return "/".join([location.rstrip("/"), *parts]) if is_uri(location) else str(
+        Path(location, *parts))
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    if not is_uri(location) or location.startswith("file://"):
+        local = location[len("file://"):] if location.startswith("file://") else location
+        atomic_write(local, lambda p: p.write_bytes(data))
+        return
+    fs, path = _resolve(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def read_bytes(location: str) -> bytes:
+    fs, path = _resolve(location)
+    try:
+        with fs.open_input_stream(path) as f:
+            return bytes(f.read())
+    except (FileNotFoundError, OSError):
+        raise UserError(f"'{location}' does not exist") from None
+
+
+def exists(location: str) -> bool:
+    fs, path = _resolve(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def list_dirs(location: str) -> list[str]:
+    fs, path = _resolve(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path))
+    return sorted(join(location, i.base_name) for i in infos if i.type == pafs.FileType.Directory)
+
+
+def write_table(location: str, rows: list[dict[str, Any]]) -> None:
+    sink = io.BytesIO()
+    pq.write_table(rows_to_table(rows), sink)
+    write_bytes(location, sink.getvalue())
+
+
+def read_table(location: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = pq.read_table(io.BytesIO(read_bytes(location))).to_pylist()
+    return rows
