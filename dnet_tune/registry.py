@@ -29,12 +29,16 @@ class Registry(Generic[T]):
 
     def register(self, name: str, **info: Any) -> Callable[[T], T]:
         def deco(fn: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' registered twice")
-            self._entries[name] = Entry(name, fn, dict(info))
+            self.add(name, fn, **info)
             return fn
 
         return deco
+
+    def add(self, name: str, fn: T, **info: Any) -> None:
+        """Register without a decorator: one builder serving several names (partials)."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} '{name}' registered twice")
+        self._entries[name] = Entry(name, fn, dict(info))
 
     def entry(self, name: str) -> Entry[T]:
         try:

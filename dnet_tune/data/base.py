@@ -6,6 +6,7 @@ file-list datasets (ImageNet-LT, Places-LT, folders) hold paths and are decoded 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,3 +53,9 @@ class LTDataset:
         from dnet_tune.data.longtail import shot_groups
 
         return shot_groups(self.train_counts())
+
+
+def carved_splits(pick: Callable[[np.ndarray], Split], train: np.ndarray, meta: np.ndarray,
+                  val: np.ndarray) -> dict[str, Split]:
+    """The three splits carved from one source (train, H, V), through the source's picker."""
+    return {"train": pick(train), "meta": pick(meta), "val": pick(val)}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import pickle
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from dnet_tune.config import DataConfig
-from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.data.base import LTDataset, Split, carved_splits
 from dnet_tune.data.longtail import ShortClassError, carve, class_indices, lt_counts
 from dnet_tune.data.registry import DATASETS, resolve_data_dir
 from dnet_tune.errors import UserError
@@ -192,9 +193,7 @@ def build_cifar_lt(spec: _Spec, cfg: DataConfig) -> LTDataset:
     return LTDataset(
         name=spec.name,
         num_classes=spec.num_classes,
-        train=_split(x_train, y_train, tr),
-        meta=_split(x_train, y_train, me),
-        val=_split(x_train, y_train, va),
+        **carved_splits(lambda idx: _split(x_train, y_train, idx), tr, me, va),
         test=Split(labels=y_test.astype(np.int64), images=_images(x_test)),
         mean=spec.mean,
         std=spec.std,
@@ -231,19 +230,7 @@ CIFAR_RECIPE: dict[str, Any] = {
 }
 
 
-@DATASETS.register(
-    "cifar10_lt",
-    recipe=CIFAR_RECIPE,
-    description="CIFAR-10-LT from the python pickles; exponential profile, ResNet-32 recipe",
-)
-def cifar10_lt(cfg: DataConfig) -> LTDataset:
-    return build_cifar_lt(CIFAR10, cfg)
-
-
-@DATASETS.register(
-    "cifar100_lt",
-    recipe=CIFAR_RECIPE,
-    description="CIFAR-100-LT from the python pickles; exponential profile, ResNet-32 recipe",
-)
-def cifar100_lt(cfg: DataConfig) -> LTDataset:
-    return build_cifar_lt(CIFAR100, cfg)
+for _spec, _title in ((CIFAR10, "CIFAR-10-LT"), (CIFAR100, "CIFAR-100-LT")):
+    DATASETS.add(_spec.name, partial(build_cifar_lt, _spec), recipe=CIFAR_RECIPE,
+                 description=f"{_title} from the python pickles; exponential profile, "
+                             f"ResNet-32 recipe")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dnet_tune.config import DataConfig
-from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.data.base import LTDataset, Split, carved_splits
 from dnet_tune.data.longtail import carve_with_test, shuffled_class_indices
 from dnet_tune.data.registry import DATASETS
 
@@ -76,9 +76,7 @@ def digits_lt(cfg: DataConfig) -> LTDataset:
     return LTDataset(
         name="digits_lt",
         num_classes=NUM_CLASSES,
-        train=split(tr),
-        meta=split(me),
-        val=split(va),
+        **carved_splits(split, tr, me, va),
         test=split(test_idx),
         mean=(0.3053,),
         std=(0.3759,),

@@ -26,15 +26,17 @@ usually small, and 112 px keeps a from-scratch ResNet-10 affordable.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dnet_tune.config import DataConfig
-from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.data.base import LTDataset, Split, carved_splits
 from dnet_tune.data.longtail import carve_with_test, shuffled_class_indices
 from dnet_tune.data.registry import DATASETS, resolve_data_dir
+from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
 
 SPLIT_SEED = 0
@@ -118,28 +120,33 @@ def build_oltr(cfg: DataConfig, name: str, folder: str, prefix: str) -> LTDatase
     )
 
 
-_FILE_DATA = {"meta_per_class": 10, "val_per_class": 10, "augment": "crop_flip",
-              "meta_batch_size": 100, "num_workers": 8}
+# What both OLTR recipes share (spec §6: DN Adam lr 1e-3 / wd 1e-4 with bias, SGD wd 5e-4).
+_OLTR_RECIPE: dict[str, Any] = {
+    "data": {"meta_per_class": 10, "val_per_class": 10, "augment": "crop_flip",
+             "meta_batch_size": 100, "num_workers": 8},
+    "model": {"cosine_scale": 30.0},
+    "dn": {"bias": True, "lr": 1e-3, "weight_decay": 1e-4},
+    "optim": {"momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 0},
+}
 
-IMAGENET_RECIPE: dict[str, Any] = {
-    "data": {**_FILE_DATA, "batch_size": 256},
-    "model": {"name": "resnet10", "cosine_scale": 30.0},
+IMAGENET_RECIPE = merge(_OLTR_RECIPE, {
+    "data": {"batch_size": 256},
+    "model": {"name": "resnet10"},
     "method": {"base_loss": "balanced_softmax", "acc_refresh": "before_epoch"},
-    "dn": {"hidden": [1024, 1024], "bias": True, "lr": 1e-3, "weight_decay": 1e-4},
-    "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True,
-              "schedule": "cosine", "warmup_epochs": 0},
+    "dn": {"hidden": [1024, 1024]},
+    "optim": {"lr": 0.05, "nesterov": True, "schedule": "cosine"},
     "train": {"epochs": 180},
-}
+})
 
-PLACES_RECIPE: dict[str, Any] = {
-    "data": {**_FILE_DATA, "batch_size": 128},
-    "model": {"name": "resnet50", "cosine_scale": 30.0},
+PLACES_RECIPE = merge(_OLTR_RECIPE, {
+    "data": {"batch_size": 128},
+    "model": {"name": "resnet50"},
     "method": {"base_loss": "ce", "acc_refresh": "before_epoch"},
-    "dn": {"hidden": [512, 512], "bias": True, "lr": 1e-3, "weight_decay": 1e-4},
-    "optim": {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False,
-              "schedule": "step", "warmup_epochs": 0, "milestones": [10, 20], "gamma": 0.1},
+    "dn": {"hidden": [512, 512]},
+    "optim": {"lr": 0.01, "nesterov": False, "schedule": "step", "milestones": [10, 20],
+              "gamma": 0.1},
     "train": {"epochs": 30},
-}
+})
 
 FOLDER_RECIPE: dict[str, Any] = {
     "data": {"imbalance": 20.0, "meta_per_class": 10, "val_per_class": 10,
@@ -151,22 +158,13 @@ FOLDER_RECIPE: dict[str, Any] = {
 }
 
 
-@DATASETS.register(
-    "imagenet_lt",
-    recipe=IMAGENET_RECIPE,
-    description="ImageNet-LT from the OLTR lists (1000 classes), ResNet-10 + Balanced Softmax",
-)
-def imagenet_lt(cfg: DataConfig) -> LTDataset:
-    return build_oltr(cfg, "imagenet_lt", "ImageNet_LT", "ImageNet_LT")
-
-
-@DATASETS.register(
-    "places_lt",
-    recipe=PLACES_RECIPE,
-    description="Places-LT from the OLTR lists (365 classes), ResNet-50 stand-in backbone",
-)
-def places_lt(cfg: DataConfig) -> LTDataset:
-    return build_oltr(cfg, "places_lt", "Places_LT", "Places_LT")
+DATASETS.add("imagenet_lt", partial(build_oltr, name="imagenet_lt", folder="ImageNet_LT",
+                                    prefix="ImageNet_LT"), recipe=IMAGENET_RECIPE,
+             description="ImageNet-LT from the OLTR lists (1000 classes), ResNet-10 + Balanced "
+                         "Softmax")
+DATASETS.add("places_lt", partial(build_oltr, name="places_lt", folder="Places_LT",
+                                  prefix="Places_LT"), recipe=PLACES_RECIPE,
+             description="Places-LT from the OLTR lists (365 classes), ResNet-50 stand-in backbone")
 
 
 @DATASETS.register(
@@ -200,9 +198,7 @@ def folder_lt(cfg: DataConfig) -> LTDataset:
     return LTDataset(
         name="folder_lt",
         num_classes=num_classes,
-        train=_pick(paths, y, tr),
-        meta=_pick(paths, y, me),
-        val=_pick(paths, y, va),
+        **carved_splits(lambda idx: _pick(paths, y, idx), tr, me, va),
         test=_pick(paths, y, test),
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
