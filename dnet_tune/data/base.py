@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -55,7 +56,13 @@ class LTDataset:
         return shot_groups(self.train_counts())
 
 
+class CarvedSplits(TypedDict):
+    train: Split
+    meta: Split
+    val: Split
+
+
 def carved_splits(pick: Callable[[np.ndarray], Split], train: np.ndarray, meta: np.ndarray,
-                  val: np.ndarray) -> dict[str, Split]:
+                  val: np.ndarray) -> CarvedSplits:
     """The three splits carved from one source (train, H, V), through the source's picker."""
     return {"train": pick(train), "meta": pick(meta), "val": pick(val)}
