@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",")]
+
+
 def _fraction(text: str) -> float:
     try:
         return float(text)
@@ -107,8 +111,10 @@ def _add_tune_commands(sub: Any) -> None:
     s = sub.add_parser("search", help="hyperparameter search: Ray Tune + ASHA + Optuna TPE")
     s.add_argument("--dataset", default="digits_lt",
                    help="registered dataset (default digits_lt; see `dnet-tune data list`)")
-    s.add_argument("--method", default="difficulty_net",
-                   help="method to tune (a baseline name tunes that baseline)")
+    s.add_argument("--methods", type=_names, metavar="M1,M2,...",
+                   help="methods to tune, each with the same budget (default: difficulty_net "
+                        "and the space file's baselines)")
+    s.add_argument("--method", help="one method to tune: --methods with a single name")
     s.add_argument("--gpus", type=_fraction,
                    help="total GPUs the search may use (default: all of the cluster's)")
     s.add_argument("--gpus-per-trial", type=_fraction,
@@ -128,22 +134,33 @@ def _add_tune_commands(sub: Any) -> None:
     s.add_argument("--name", help="experiment name (default <dataset>-<method>-<time>)")
     s.add_argument("--seed", type=int, default=0,
                    help="seed of the TPE sampler and of every trial's training (default 0)")
-    s.add_argument("--smoke", action="store_true", help="tiny budget (CI)")
+    s.add_argument("--smoke", action="store_true",
+                   help="tiny budget (CI); confirmation with 1 config x 2 seeds")
+    s.add_argument("--confirm-top", type=int, metavar="K",
+                   help="retrain the top K configs of each method (default 3)")
+    s.add_argument("--confirm-seeds", type=int, metavar="S",
+                   help="with S fresh seeds each (default 3)")
+    s.add_argument("--no-confirm", action="store_true",
+                   help="skip the confirmation: numbers from one seed, no intervals")
     s.add_argument("--no-baseline", action="store_true",
-                   help="skip the same-budget ce baseline row")
+                   help="retired: baselines are now tuned like Difficulty-Net; use --methods")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed override of the base config (repeatable)")
     s.add_argument("--data-dir", help="dataset root")
     s.add_argument("--quiet", action="store_true", help="no console output")
 
-    r = sub.add_parser("report", help="best configuration per dataset across experiments")
+    r = sub.add_parser("report", help="each experiment's method comparison (or one's)")
+    r.add_argument("experiment", nargs="?",
+                   help="experiment directory (default: every experiment under --storage)")
     r.add_argument("--storage", default="./dnet-results", help="results root: path or URI")
     r.add_argument("--json", action="store_true", help="machine-readable output")
 
-    e = sub.add_parser("export", help="write the best (or --trial) config of an experiment")
+    e = sub.add_parser("export", help="write the winner's (or a method's) config of an "
+                                      "experiment")
     e.add_argument("experiment", help="experiment directory (<storage>/<name>)")
     e.add_argument("--out", required=True, help="YAML to write")
-    e.add_argument("--trial", help="trial id (default: the best by val_acc)")
+    e.add_argument("--method", help="that method's chosen config (default: the winner's)")
+    e.add_argument("--trial", help="one trial's config instead, as the search ran it")
 
 
 # --------------------------------------------------------------------------- commands
@@ -245,20 +262,34 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from dnet_tune.console import make_console
     from dnet_tune.tune.plan import SearchRequest
+    from dnet_tune.tune.results import ResultsWriteError
     from dnet_tune.tune.search import run_search
 
+    if args.method and args.methods:
+        raise UserError("pass --method or --methods, not both")
+    methods = [args.method] if args.method else args.methods
+    if args.no_baseline:
+        print("dnet-tune: --no-baseline is retired: baselines are now tuned with the same "
+              "budget; searching Difficulty-Net alone (same as --methods difficulty_net)",
+              file=sys.stderr)
+        methods = methods or ["difficulty_net"]
     req = SearchRequest(
-        dataset=args.dataset, method=args.method, gpus=args.gpus,
+        dataset=args.dataset, methods=methods, gpus=args.gpus,
         gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
         trials=args.trials, max_epochs=args.max_epochs, grace_period=args.grace_period,
         reduction_factor=args.reduction_factor, space=args.space, address=args.address,
         storage=args.storage, name=args.name, seed=args.seed, smoke=args.smoke,
-        baseline=not args.no_baseline, sets=args.set, data_dir=args.data_dir,
+        confirm=not args.no_confirm, confirm_top=args.confirm_top,
+        confirm_seeds=args.confirm_seeds, sets=args.set, data_dir=args.data_dir,
         wait_for_gpus=args.wait_for_gpus,
     )
-    outcome = run_search(req, make_console(args.quiet))
+    try:
+        outcome = run_search(req, make_console(args.quiet))
+    except ResultsWriteError as exc:
+        print(f"dnet-tune: error: {exc}", file=sys.stderr)
+        return 1
     if outcome.best is None:
-        errors = [r["error"] for r in outcome.summary if r["role"] == "search" and r["error"]]
+        errors = [r["error"] for r in outcome.summary if r["error"]]
         first = f"; first error: {errors[0]}" if errors else ""
         print(f"dnet-tune: error: no trial of '{outcome.experiment}' reported a result"
               f"{first}; see the trials' error.txt", file=sys.stderr)
@@ -269,25 +300,26 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from dnet_tune.console import make_console
     from dnet_tune.io import json_safe
-    from dnet_tune.tune.results import report
+    from dnet_tune.tune.bests import report
     from dnet_tune.tune.view import print_report
 
-    rows = report(args.storage)
+    reports = report(args.storage, args.experiment)
     if args.json:
-        print(json.dumps(json_safe(rows)))
+        print(json.dumps(json_safe(reports)))
         return 0
-    print_report(make_console(), rows, args.storage)
+    print_report(make_console(), reports, args.experiment or args.storage)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from dnet_tune.console import make_console, pct
-    from dnet_tune.tune.results import export
+    from dnet_tune.tune.bests import export
 
-    row = export(args.experiment, args.out, args.trial)
-    make_console().print(f"wrote {args.out}: trial {row['trial_id']}, val_acc "
-                         f"{pct(row['best_val_acc'])}% at epoch {row['best_epoch']}; "
-                         f"run it with: dnet-tune train --config {args.out}")
+    row = export(args.experiment, args.out, args.trial, args.method)
+    seeds = f" over seeds {row['seeds']}" if row["seeds"] else ""
+    make_console().print(f"wrote {args.out}: {row['method']}, trial {row['trial_id']}, mean val "
+                         f"{pct(row['val_mean'])}%{seeds}; run it with: dnet-tune train "
+                         f"--config {args.out}")
     return 0
 
 

@@ -14,10 +14,10 @@ def make_console(quiet: bool = False) -> Console:
     return Console(stderr=False, quiet=quiet, highlight=False)
 
 
-def pct(v: Any) -> str:
+def pct(v: Any, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
-    return f"{100 * float(v):.2f}"
+    return f"{100 * float(v):.{digits}f}"
 
 
 def epoch_progress(console: Console) -> Progress:

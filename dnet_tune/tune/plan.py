@@ -17,7 +17,7 @@ from dnet_tune.errors import UserError
 @dataclass
 class SearchRequest:
     dataset: str = "digits_lt"
-    method: str = "difficulty_net"
+    methods: list[str] | None = None  # None: difficulty_net + the space file's baselines
     gpus: float | None = None
     gpus_per_trial: float | None = None
     cpus_per_trial: float = 1.0
@@ -31,7 +31,9 @@ class SearchRequest:
     name: str | None = None
     seed: int = 0
     smoke: bool = False
-    baseline: bool = True
+    confirm: bool = True
+    confirm_top: int | None = None  # K configs per method (default 3; smoke 1)
+    confirm_seeds: int | None = None  # S seeds each (default 3; smoke 2)
     sets: list[str] = field(default_factory=list)
     data_dir: str | None = None
     reuse_actors: bool = True  # off only to measure what reuse saves (bench/search.py)
@@ -80,6 +82,16 @@ def check_arguments(req: SearchRequest) -> None:
         raise UserError("--wait-for-gpus needs --gpus N: the number of GPUs to wait for")
     if req.reduction_factor is not None and req.reduction_factor <= 1:
         raise UserError(f"--reduction-factor must be > 1, got {req.reduction_factor:g}")
+    for flag, v in (("--confirm-top", req.confirm_top), ("--confirm-seeds", req.confirm_seeds)):
+        if v is not None and v < 1:
+            raise UserError(f"{flag} must be >= 1, got {v}")
+    if req.methods is not None:
+        if not req.methods or any(not m for m in req.methods):
+            raise UserError("--methods needs a comma-separated list of method names, e.g. "
+                            "--methods difficulty_net,ce")
+        twice = sorted({m for m in req.methods if req.methods.count(m) > 1})
+        if twice:
+            raise UserError(f"--methods names {twice[0]} twice")
     if req.name is not None and (not req.name or "/" in req.name or req.name.startswith(".")):
         raise UserError(f"--name '{req.name}' must be a plain directory name")
 
@@ -134,6 +146,22 @@ def budget_for(req: SearchRequest, space: HasBudgets) -> Budget:
                   reduction_factor=req.reduction_factor or default.reduction_factor)
 
 
-def experiment_name(req: SearchRequest) -> str:
+@dataclass
+class Confirmation:
+    top: int  # K: configs per method
+    seeds: list[int]  # S fresh seeds, the same for every method (paired comparisons)
+
+
+def confirmation_for(req: SearchRequest) -> Confirmation | None:
+    """K and S from the flags (smoke: 1 and 2); seeds the search never trained with."""
+    if not req.confirm:
+        return None
+    top = req.confirm_top or (1 if req.smoke else 3)
+    count = req.confirm_seeds or (2 if req.smoke else 3)
+    return Confirmation(top, [req.seed + 1 + i for i in range(count)])
+
+
+def experiment_name(req: SearchRequest, methods: list[str]) -> str:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return req.name or f"{req.dataset}-{req.method}-{stamp}"
+    what = methods[0] if len(methods) == 1 else f"{len(methods)}methods"
+    return req.name or f"{req.dataset}-{what}-{stamp}"

@@ -1,56 +1,46 @@
-"""Experiment results as files: Parquet tables, the best config with provenance, report/export.
+"""Experiment results as files: what every trial and confirmation run reported, as Parquet.
 
 Layout of `<storage>/<name>/` (beside Ray's own experiment files):
-  trials.parquet     one row per trial per reported epoch: trial_id, role, config/*, metrics
-  summary.parquet    one row per trial: status, last/best epoch, best val_acc, metrics there,
-                     and the trial's complete resolved config (YAML text)
-  best_config.yaml   a complete core config for `dnet-tune train --config`, plus provenance
-  search.json        what was asked: dataset, method, budget, resources, seed, versions
+  trials.parquet     one row per trial per reported epoch: trial_id, method, config/*, metrics
+  summary.parquet    one row per trial: method, status, last/best epoch, best val_acc, metrics
+                     there, and the trial's complete resolved config (YAML text)
+  confirm.parquet    one row per (method, trial_id, seed) of the confirmation: the metrics at
+                     the epoch each run selected on V
+  best/<method>.yaml each method's chosen config (`dnet-tune train --config`), with provenance
+  best_config.yaml   the winner's, chosen by confirmed mean val
+  search.json        what was asked and what each method spent: budget, resources, seeds
 
-Storage may be a local path or a URI (see `storage`).
+Storage may be a local path or a URI (see `storage`). If writing fails, what Ray recorded is
+kept as JSON (`raw_results.json`) and the error names it: a finished search is never lost.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import platform
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write, json_safe
-from dnet_tune.tune.sampling import sampled_config_keys
-from dnet_tune.tune.storage import (
-    exists,
-    join,
-    list_dirs,
-    read_bytes,
-    read_table,
-    write_bytes,
-    write_table,
-)
+from dnet_tune.io import json_safe
+from dnet_tune.tune.storage import exists, join, read_bytes, read_table, write_bytes, write_table
 from dnet_tune.yamlio import dump_yaml
 
-SEARCH_ROLE, BASELINE_ROLE = "search", "baseline"
 AT_BEST = ("val_acc", "val_many", "val_medium", "val_few", "test_acc", "test_many",
            "test_medium", "test_few")
 
 
-# ----------------------------------------------------------------------------- recording
+class ResultsWriteError(Exception):
+    """Writing the result files failed; the message says where the raw results were kept."""
 
 
 @dataclass
 class TrialRecord:
     trial_id: str
-    role: str
+    method: str
     config: dict[str, Any]  # the flat sampled config
     resolved: dict[str, Any]  # the complete core config
+    index: int = 0  # start order within the search: the last tie-breaker of a ranking
     rows: list[dict[str, Any]] = field(default_factory=list)
     errored: bool = False
     error: str = ""
@@ -59,14 +49,14 @@ class TrialRecord:
 def trial_rows(records: list[TrialRecord]) -> list[dict[str, Any]]:
     out = []
     for rec in records:
+        flat = {f"config/{k}": _scalar(v) for k, v in sorted(rec.config.items())}
         for row in rec.rows:
-            flat = {f"config/{k}": _scalar(v) for k, v in sorted(rec.config.items())}
-            out.append({"trial_id": rec.trial_id, "role": rec.role, **flat, **row})
+            out.append({"trial_id": rec.trial_id, "method": rec.method, **flat, **row})
     return out
 
 
 def _scalar(v: Any) -> Any:
-    """Parquet columns need one type: lists (DN widths) are stored as their text."""
+    """Lists (DN widths) as their JSON text: one column, readable in any Parquet viewer."""
     return json.dumps(v) if isinstance(v, (list, dict)) else v
 
 
@@ -89,11 +79,12 @@ def summary_rows(records: list[TrialRecord], max_epochs: int) -> list[dict[str, 
             if best is None or _better(row.get("val_acc"), best.get("val_acc")):
                 best = row
         last = rec.rows[-1]["epoch"] if rec.rows else 0
-        row = {"trial_id": rec.trial_id, "role": rec.role,
+        row = {"trial_id": rec.trial_id, "method": rec.method, "trial_index": rec.index,
                "status": trial_status(last, max_epochs, rec.errored),
                "last_epoch": last, "best_epoch": best["epoch"] if best else None,
                "best_val_acc": best["val_acc"] if best else None}
         row.update({f"{k}_at_best": (best or {}).get(k) for k in AT_BEST if k != "val_acc"})
+        row["trial_seconds"] = sum(float(r.get("epoch_time_s", 0.0)) for r in rec.rows)
         row["error"] = rec.error
         row["config_yaml"] = dump_yaml(rec.resolved)
         row.update({f"config/{k}": _scalar(v) for k, v in sorted(rec.config.items())})
@@ -101,115 +92,59 @@ def summary_rows(records: list[TrialRecord], max_epochs: int) -> list[dict[str, 
     return out
 
 
-def pick(summary: list[dict[str, Any]], trial_id: str | None = None) -> dict[str, Any]:
-    if trial_id is not None:
-        for row in summary:
-            if row["trial_id"] == trial_id:
-                if row["best_val_acc"] is None:
-                    raise UserError(f"trial '{trial_id}' reported no epoch; pick another")
-                return row
-        ids = ", ".join(r["trial_id"] for r in summary if r["role"] == SEARCH_ROLE)
-        raise UserError(f"no trial '{trial_id}' in this experiment; trials: {ids}")
-    candidates = [r for r in summary if r["role"] == SEARCH_ROLE and r["best_val_acc"] is not None]
-    if not candidates:
-        raise UserError("no trial of this experiment reported a result; nothing to export")
-    return max(candidates, key=lambda r: (r["best_val_acc"], -r["best_epoch"]))
-
-
-# ----------------------------------------------------------------------------- provenance
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("dnet-tune", "torch", "ray", "optuna", "pyarrow", "numpy"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[pkg] = version(pkg)
+def compute_by_method(summary: list[dict[str, Any]], confirm: list[dict[str, Any]],
+                      gpus_per_trial: float) -> dict[str, dict[str, Any]]:
+    """What each method spent, so a reader can check that the budgets match."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in summary:
+        m = out.setdefault(r["method"], {"trials": 0, "trial_epochs": 0, "trial_seconds": 0.0,
+                                         "confirm_runs": 0, "confirm_seconds": 0.0})
+        m["trials"] += 1
+        m["trial_epochs"] += int(r["last_epoch"] or 0)
+        m["trial_seconds"] += float(r["trial_seconds"])
+    for r in confirm:
+        m = out[r["method"]]
+        m["confirm_runs"] += 1
+        m["confirm_seconds"] += float(r.get("run_seconds") or 0.0)
+    for m in out.values():
+        m["gpu_seconds"] = m["trial_seconds"] * gpus_per_trial
+        m["confirm_gpu_seconds"] = m["confirm_seconds"] * gpus_per_trial
     return out
 
 
-def git_sha() -> str | None:
+def write_json(location: str, data: Any) -> None:
+    write_bytes(location, json.dumps(json_safe(data), indent=2).encode())
+
+
+def write_tables(exp: str, records: list[TrialRecord], summary: list[dict[str, Any]],
+                 confirm: list[dict[str, Any]]) -> None:
+    """The Parquet files; on any failure the records go to raw_results.json and the error
+    names that file."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sha.stdout.strip() or None if sha.returncode == 0 else None
+        write_table(join(exp, "trials.parquet"), trial_rows(records))
+        write_table(join(exp, "summary.parquet"), summary)
+        if confirm:
+            write_table(join(exp, "confirm.parquet"), confirm)
+    except Exception as exc:
+        raw = join(exp, "raw_results.json")
+        write_bytes(raw, json.dumps(json_safe({
+            "trials": [vars(r) for r in records], "confirm": confirm}), default=str).encode())
+        raise ResultsWriteError(f"could not write the result tables ({type(exc).__name__}: "
+                                f"{exc}); every reported epoch is in {raw}") from exc
 
 
-def config_with_provenance(row: dict[str, Any], experiment: str, meta: dict[str, Any]) -> str:
-    config = yaml.safe_load(row["config_yaml"])
-    provenance = {
-        "experiment": experiment, "trial_id": row["trial_id"], "epoch": row["best_epoch"],
-        "val_acc": row["best_val_acc"], "test_acc_at_best": row.get("test_acc_at_best"),
-        "seed": config["train"]["seed"], "dataset": meta.get("dataset"),
-        "method": config["method"]["name"], "versions": meta.get("versions", versions()),
-        "git_sha": meta.get("git_sha"),
-        "note": "train with this file reproduces the trial: same config, seed and epochs; "
-                "use --epochs for a longer run. This block is ignored by train.",
-    }
-    return dump_yaml({**config, "provenance": json_safe(provenance)})
-
-
-# ----------------------------------------------------------------------------- experiment io
-
-
-def write_experiment(exp: str, records: list[TrialRecord], max_epochs: int,
-                     meta: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Write every result file; returns the summary rows and the best trial's row (or None)."""
-    summary = summary_rows(records, max_epochs)
-    write_table(join(exp, "trials.parquet"), trial_rows(records))
-    write_table(join(exp, "summary.parquet"), summary)
-    write_bytes(join(exp, "search.json"), json.dumps(json_safe(meta), indent=2).encode())
-    try:
-        best = pick(summary)
-    except UserError:
-        return summary, None
-    write_bytes(join(exp, "best_config.yaml"),
-                config_with_provenance(best, exp, meta).encode())
-    return summary, best
-
-
-def load_experiment(exp: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def load_experiment(exp: str) -> tuple[dict[str, Any], list[dict[str, Any]],
+                                       list[dict[str, Any]]]:
+    """search.json, summary rows and confirmation rows (empty without confirmation)."""
     if not exists(join(exp, "search.json")) or not exists(join(exp, "summary.parquet")):
         raise UserError(f"'{exp}' is not a finished dnet-tune experiment (no search.json / "
                         f"summary.parquet); pass <storage>/<name> of a search")
     meta = json.loads(read_bytes(join(exp, "search.json")))
-    return meta, read_table(join(exp, "summary.parquet"))
-
-
-def export(exp: str, out: str, trial_id: str | None = None) -> dict[str, Any]:
-    meta, summary = load_experiment(exp)
-    row = pick(summary, trial_id)
-    text = config_with_provenance(row, exp, meta)
-    atomic_write(out, lambda p: p.write_text(text))
-    return row
-
-
-def report(storage: str) -> list[dict[str, Any]]:
-    """Best search trial per dataset across every experiment under `storage`."""
-    best: dict[str, dict[str, Any]] = {}
-    for exp in list_dirs(storage):
-        if not exists(join(exp, "search.json")):
-            continue
-        meta, summary = load_experiment(exp)
-        try:
-            row = pick(summary)
-        except UserError:
-            continue
-        baseline = next((r for r in summary if r["role"] == BASELINE_ROLE), None)
-        entry = {"dataset": meta["dataset"], "experiment": exp, "method": meta["method"],
-                 "trial_id": row["trial_id"], "epoch": row["best_epoch"],
-                 "val_acc": row["best_val_acc"],
-                 **{k: row.get(f"{k}_at_best") for k in AT_BEST if k != "val_acc"},
-                 "config": sampled_config_keys(
-                     {k[len("config/"):]: v for k, v in row.items()
-                      if k.startswith("config/") and v is not None},
-                     frozenset(meta.get("virtual_params", []))),
-                 "baseline_val_acc": baseline["best_val_acc"] if baseline else None,
-                 "baseline_test_acc": baseline["test_acc_at_best"] if baseline else None}
-        current = best.get(meta["dataset"])
-        if current is None or entry["val_acc"] > current["val_acc"]:
-            best[meta["dataset"]] = entry
-    return [best[k] for k in sorted(best)]
+    # experiments written before searches had several methods: one method and an untuned
+    # `ce` row (role "baseline"), which is no tuned method and is left out
+    summary = [{"method": meta.get("method"), **r}
+               for r in read_table(join(exp, "summary.parquet"))
+               if r.get("role", "search") == "search"]
+    confirm_path = join(exp, "confirm.parquet")
+    confirm = read_table(confirm_path) if exists(confirm_path) else []
+    return meta, summary, confirm

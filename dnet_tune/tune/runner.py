@@ -1,9 +1,8 @@
-"""Runs the Tuner: Optuna TPE proposes, ASHA stops, a callback records every epoch.
+"""Runs the Tuner: per method, Optuna TPE proposes and ASHA stops; a callback records epochs.
 
-Three steps the driver calls in order: `build_tuner` (trainable, searcher, scheduler, storage),
-`fit_quietly` (Ray's own console output replaced by our view), then `collect` (the callback's
-records plus the baseline's, as `TrialRecord`s). A `ce` baseline with the same epochs and
-resources runs beside the trials when the search tunes Difficulty-Net (`launch_baseline`).
+Three steps the driver calls in order: `build_tuner` (trainable, per-method searchers and
+schedulers, storage), `fit_quietly` (Ray's own console output replaced by our view), then
+`collect` (the callback's records, as `TrialRecord`s).
 """
 
 from __future__ import annotations
@@ -14,22 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ray
 from ray import tune
 from ray.tune import result as ray_result
-from rich.console import Console
 
-from dnet_tune.dotted import merge
+from dnet_tune.tune.per_method import METHOD_KEY, PerMethodScheduler, PerMethodSearcher
 from dnet_tune.tune.plan import Budget, Resources
-from dnet_tune.tune.results import (
-    BASELINE_ROLE,
-    SEARCH_ROLE,
-    TrialRecord,
-    trial_status,
-)
+from dnet_tune.tune.results import TrialRecord, trial_status
 from dnet_tune.tune.sampling import apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
-from dnet_tune.tune.trainable import DataHandle, TrialSetup, placement, run_trial, trial_config
+from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial
 from dnet_tune.tune.view import SearchView
 
 # What Ray adds to every reported result; everything else is the trainer's own metrics (plus
@@ -66,12 +58,14 @@ class Recorder(tune.Callback):
         rec = self.records.get(trial.trial_id)
         if rec is None:
             flat = dict(trial.config)
-            rec = TrialRecord(trial.trial_id, SEARCH_ROLE, flat,
-                              apply_flat(self.trial_setup.base, flat, self.trial_setup.virtual))
+            rec = TrialRecord(trial.trial_id, flat[METHOD_KEY], flat,
+                              apply_flat(self.trial_setup.base, flat, self.trial_setup.virtual),
+                              index=len(self.records))
             self.records[trial.trial_id] = rec
         return rec
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._record(trial)
         self.running.add(trial.trial_id)
         self.peak_running = max(self.peak_running, len(self.running))
 
@@ -127,7 +121,7 @@ class TunerRun:
     data: DataHandle
 
 
-def build_tuner(space: SearchSpace, method: str, seed: int, budget: Budget,
+def build_tuner(space: SearchSpace, methods: list[str], seed: int, budget: Budget,
                 base: dict[str, Any], data: DataHandle, res: Resources, name: str,
                 storage: str, reuse_actors: bool, view: SearchView) -> TunerRun:
     import optuna
@@ -139,20 +133,25 @@ def build_tuner(space: SearchSpace, method: str, seed: int, budget: Budget,
     # Ray's newer console output prints its own banner even at verbose 0; the classic reporter
     # at verbose 0 is silent, and our view replaces it.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    setup = TrialSetup(base, frozenset(space.virtual_names(method)))
+    virtual = frozenset(n for m in methods for n in space.virtual_names(m))
+    setup = TrialSetup(base, virtual)
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, setup=setup),
                                     resources)
-    searcher = OptunaSearch(space=define_by_run(space, method), metric="val_acc", mode="max",
-                            sampler=optuna.samplers.TPESampler(seed=seed))
-    scheduler = ASHAScheduler(time_attr="epoch", max_t=budget.max_epochs,
+    searchers = {m: OptunaSearch(space=define_by_run(space, m), metric="val_acc", mode="max",
+                                 sampler=optuna.samplers.TPESampler(seed=seed))
+                 for m in methods}
+    searcher = PerMethodSearcher(searchers, budget.trials, metric="val_acc", mode="max")
+    scheduler = PerMethodScheduler(
+        lambda: ASHAScheduler(time_attr="epoch", max_t=budget.max_epochs,
                               grace_period=budget.grace_period,
-                              reduction_factor=budget.reduction_factor)
+                              reduction_factor=budget.reduction_factor), methods)
     recorder = Recorder(setup, view)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric="val_acc", mode="max", num_samples=budget.trials, scheduler=scheduler,
+            metric="val_acc", mode="max", num_samples=budget.trials * len(methods),
+            scheduler=scheduler,
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=res.slots),
             # a finished trial's worker takes the next trial: no new process, no second
             # `import torch` (~3.5 s) per trial; every trial still seeds itself from its config
@@ -165,27 +164,6 @@ def build_tuner(space: SearchSpace, method: str, seed: int, budget: Budget,
         ),
     )
     return TunerRun(tuner, recorder, data)
-
-
-def _baseline(data: DataHandle, cfg_dict: dict[str, Any]) -> list[dict[str, Any]]:
-    from dnet_tune.train import Trainer
-
-    trainer = Trainer(trial_config(cfg_dict, {}, frozenset()), data.get())
-    where = placement(trainer.device)
-    return [{**m, **where} for m in trainer.fit()]
-
-
-@dataclass
-class Baseline:
-    ref: Any  # ray.ObjectRef of the baseline's epoch rows
-    config: dict[str, Any]
-
-
-def launch_baseline(data: DataHandle, base: dict[str, Any], res: Resources) -> Baseline:
-    """The same-budget `ce` run, as a Ray task beside the trials."""
-    cfg = merge(base, {"method": {"name": "ce"}})
-    task = ray.remote(_baseline).options(num_cpus=res.cpus_per_trial, num_gpus=res.gpus_per_trial)
-    return Baseline(task.remote(data, cfg), cfg)
 
 
 def fit_quietly(run: TunerRun, view: SearchView) -> None:
@@ -201,14 +179,5 @@ def fit_quietly(run: TunerRun, view: SearchView) -> None:
         tune_log.setLevel(level)
 
 
-def collect(run: TunerRun, baseline: Baseline | None, console: Console) -> list[TrialRecord]:
-    records = list(run.recorder.records.values())
-    if baseline is not None:
-        rec = TrialRecord("baseline-ce", BASELINE_ROLE, {"method.name": "ce"}, baseline.config)
-        try:
-            rec.rows = ray.get(baseline.ref)
-        except ray.exceptions.RayError as exc:
-            rec.errored, rec.error = True, str(exc).strip().splitlines()[-1]
-            console.print(f"[red]baseline ce failed:[/] {rec.error}")
-        records.append(rec)
-    return records
+def collect(run: TunerRun) -> list[TrialRecord]:
+    return sorted(run.recorder.records.values(), key=lambda r: r.index)

@@ -15,20 +15,22 @@ from rich.console import Console
 from dnet_tune.config import config_to_dict, parse_set
 from dnet_tune.dotted import flatten, merge
 from dnet_tune.errors import UserError
-from dnet_tune.tune import results, runner, storage
+from dnet_tune.tune import bests, confirm, results, runner, storage
 from dnet_tune.tune.plan import (
     Budget,
+    Resources,
     SearchOutcome,
     SearchRequest,
     budget_for,
     check_arguments,
+    confirmation_for,
     experiment_name,
     plan_resources,
 )
 from dnet_tune.tune.sampling import check_against_config
 from dnet_tune.tune.space import SearchSpace, default_space_path
 from dnet_tune.tune.space_file import load_space
-from dnet_tune.tune.view import SearchView, top_table
+from dnet_tune.tune.view import ProgressLine, SearchView, comparison_table, difference_line
 
 
 def find_space(req: SearchRequest) -> SearchSpace:
@@ -49,24 +51,34 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
     return merge(base, {"train": {"epochs": budget.max_epochs, "seed": req.seed}})
 
 
+def resolve_methods(req: SearchRequest, space: SearchSpace) -> list[str]:
+    """--methods, else Difficulty-Net and the space file's baselines; every name registered."""
+    from dnet_tune.method.methods import METHODS
+
+    methods = req.methods or ["difficulty_net", *space.baselines]
+    for m in methods:
+        METHODS.get(m)  # an unknown name is one line listing the valid ones
+    return methods
+
+
 def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
     from dnet_tune.config import config_from_dict
     from dnet_tune.data.registry import DATASETS, build_dataset
-    from dnet_tune.method.methods import METHODS
 
     check_arguments(req)
     DATASETS.get(req.dataset)  # an unknown name fails here, before any file is looked up
-    METHODS.get(req.method)
     space = find_space(req)
+    methods = resolve_methods(req, space)
     pinned: list[str] = []
     if req.sets:  # what --set fixes is not searched
         space, pinned = space.pin(flatten(parse_set(req.sets)))
     budget = budget_for(req, space)
-    base = base_config(req, space, budget, req.method)
+    for method in methods:  # every method's configs are valid before anything runs
+        base = base_config(req, space, budget, method)
+        check_against_config(space, base, method, samples=3, seed=req.seed)
     if base["data"]["val_per_class"] < 1:
         raise UserError("the search selects on the validation split; set data.val_per_class "
                         ">= 1 (the 'paper' profile has none: use it with train only)")
-    check_against_config(space, base, req.method, samples=3, seed=req.seed)
     dataset = build_dataset(config_from_dict(base).data)  # missing data fails before Ray
 
     import ray
@@ -80,13 +92,14 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
         check_cluster(root)
         wait_for_gpus(req, console)
         res = plan_resources(req, ray.cluster_resources())
-        name = experiment_name(req)
+        name = experiment_name(req, methods)
         exp = storage.join(root, name)
         if storage.exists(exp):
             raise UserError(f"experiment '{exp}' already exists; pass another --name")
         if pinned:
             console.print(f"fixed by --set, not searched: {', '.join(pinned)}")
-        return _execute(req, space, budget, base, dataset, res, name, root, exp, console)
+        return _execute(req, space, methods, budget, base, dataset, res, name, root, exp,
+                        console)
     finally:
         if req.wait_for_gpus > 0 and ray.is_initialized():
             release_gpus()
@@ -94,31 +107,51 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
             ray.shutdown()
 
 
-def _execute(req: SearchRequest, space: SearchSpace, budget: Budget, base: dict[str, Any],
-             dataset: Any, res: Any, name: str, root: str, exp: str,
+def _execute(req: SearchRequest, space: SearchSpace, methods: list[str], budget: Budget,
+             base: dict[str, Any], dataset: Any, res: Resources, name: str, root: str, exp: str,
              console: Console) -> SearchOutcome:
     import ray
 
     from dnet_tune.tune.trainable import DataHandle
 
     data = DataHandle(ray.put(dataset))  # the one object-store copy every trial reads
-    view = SearchView(console, f"{name}: {req.dataset} · {req.method}", budget.trials)
-    run = runner.build_tuner(space, req.method, req.seed, budget, base, data, res, name, root,
+    view = SearchView(console, f"{name}: {req.dataset} · {', '.join(methods)}",
+                      budget.trials * len(methods))
+    run = runner.build_tuner(space, methods, req.seed, budget, base, data, res, name, root,
                              req.reuse_actors, view)
-    baseline = (runner.launch_baseline(data, base, res)
-                if req.baseline and req.method == "difficulty_net" else None)
     runner.fit_quietly(run, view)
-    records = runner.collect(run, baseline, console)
-    meta = {"experiment": name, "dataset": req.dataset, "method": req.method,
+    records = runner.collect(run)
+    summary = results.summary_rows(records, budget.max_epochs)
+    plan = confirmation_for(req)
+    confirm_rows: list[dict[str, Any]] = []
+    if plan is not None:
+        jobs = confirm.jobs_for(summary, {r.trial_id: r for r in records}, methods, plan.top,
+                                plan.seeds)
+        if jobs:
+            progress = ProgressLine(console, f"confirming the top {plan.top} of each method "
+                                    f"with seeds {', '.join(map(str, plan.seeds))}", len(jobs))
+            confirm_rows = confirm.run_jobs(jobs, data, res, progress)
+    meta = {"experiment": name, "dataset": req.dataset, "methods": methods,
             "space": space.path, "budget": vars(budget), "seed": req.seed,
-            "virtual_params": sorted(space.virtual_names(req.method)),
+            "confirm": ({"top": plan.top, "seeds": plan.seeds} if plan else {"top": 1}),
+            "compute": results.compute_by_method(summary, confirm_rows, res.gpus_per_trial),
+            "virtual_params": sorted({n for m in methods for n in space.virtual_names(m)}),
             "resources": vars(res), "peak_running_trials": run.recorder.peak_running,
-            "storage": req.storage,
-            "versions": results.versions(), "git_sha": results.git_sha()}
-    summary, best = results.write_experiment(exp, records, budget.max_epochs, meta)
-    if any(r["best_val_acc"] is not None for r in summary):
-        console.print(top_table(summary))
+            "storage": req.storage, "status": "finished",
+            "versions": bests.versions(), "git_sha": bests.git_sha()}
+    results.write_tables(exp, records, summary, confirm_rows)
+    results.write_json(storage.join(exp, "search.json"), meta)
+    rows, diff = bests.comparison(meta, summary, confirm_rows)
+    best = bests.write_bests(exp, meta, summary, rows)
+    if rows:
+        how = (f"confirmed: top {plan.top} per method × seeds {', '.join(map(str, plan.seeds))}"
+               if plan else "not confirmed: one seed, the search's own")
+        console.print(comparison_table(rows, f"{req.dataset}: every method tuned with the same "
+                                             f"budget; chosen on val, test reported ({how})"))
+        if diff is not None:
+            console.print(difference_line(diff))
     if best is not None:
-        console.print(f"best: trial {best['trial_id']} val_acc {100 * best['best_val_acc']:.2f}% "
-                      f"at epoch {best['best_epoch']} → {storage.join(exp, 'best_config.yaml')}")
+        console.print(f"best: {best['method']} (trial {best['trial_id']}) mean val "
+                      f"{100 * best['val_mean']:.2f}% → {storage.join(exp, 'best_config.yaml')}; "
+                      f"every method's choice is in {storage.join(exp, 'best')}/")
     return SearchOutcome(exp, summary, best)

@@ -90,6 +90,8 @@ class SearchSpace:
     fixed: dict[str, Any]
     common: list[Param]
     methods: dict[str, list[Param]]
+    # tuned beside Difficulty-Net by default, with the same budget
+    baselines: list[str] = field(default_factory=list)
 
     def params_for(self, method: str) -> list[Param]:
         return self.common + self.methods.get(method, [])
@@ -133,5 +135,5 @@ class SearchSpace:
 
         common = keep(self.common)
         methods = {m: keep(ps) for m, ps in self.methods.items()}
-        pinned = SearchSpace(self.path, self.budget, self.smoke, self.fixed, common, methods)
+        pinned = replace(self, common=common, methods=methods)
         return pinned, sorted(set(removed))

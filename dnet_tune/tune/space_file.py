@@ -19,7 +19,7 @@ from dnet_tune.yamlio import read_yaml
 PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "when", "virtual", "per_layer",
               "into"}
 BUDGET_KEYS = {"trials", "max_epochs", "grace_period", "reduction_factor"}
-TOP_KEYS = {"budget", "smoke", "fixed", "common", "methods", "description"}
+TOP_KEYS = {"budget", "smoke", "fixed", "common", "methods", "baselines", "description"}
 
 
 def _fail(path: str, key: str, msg: str) -> UserError:
@@ -136,7 +136,8 @@ def load_space(path: str | Path) -> SearchSpace:
         raise UserError(f"search space '{p}' must be a mapping (budget, common, methods, ...)")
     unknown = set(raw) - TOP_KEYS
     if unknown:
-        raise _fail(where, sorted(unknown)[0], "unknown key; valid: " + ", ".join(sorted(TOP_KEYS)))
+        raise _fail(where, sorted(unknown)[0],
+                    "unknown key; valid: " + ", ".join(sorted(TOP_KEYS)))
     budget = _budget(where, "budget", raw.get("budget"))
     smoke = _budget(where, "smoke", raw.get("smoke"))
     fixed = raw.get("fixed") or {}
@@ -155,4 +156,10 @@ def load_space(path: str | Path) -> SearchSpace:
             raise _fail(where, f"methods.{name}", "unknown method; choose one of: "
                         + ", ".join(METHODS.names()))
         methods[name] = _params(where, f"methods.{name}", params, dict(common_seen))
-    return SearchSpace(where, budget, smoke, fixed, common, methods)
+    baselines = raw.get("baselines") or []
+    if not isinstance(baselines, list) or not all(isinstance(b, str) for b in baselines):
+        raise _fail(where, "baselines", "must be a list of method names")
+    for b in baselines:
+        if b not in methods:
+            raise _fail(where, f"baselines.{b}", "must be a method listed under `methods:`")
+    return SearchSpace(where, budget, smoke, fixed, common, methods, baselines)

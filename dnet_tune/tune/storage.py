@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write, rows_to_table
+from dnet_tune.io import atomic_write, rows_to_table, table_to_rows
 
 
 def is_uri(path: str) -> bool:
@@ -83,5 +83,4 @@ def write_table(location: str, rows: list[dict[str, Any]]) -> None:
 
 
 def read_table(location: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = pq.read_table(io.BytesIO(read_bytes(location))).to_pylist()
-    return rows
+    return table_to_rows(pq.read_table(io.BytesIO(read_bytes(location))))

@@ -6,9 +6,11 @@ trials down to one live panel, while trial errors are still printed as they happ
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -19,8 +21,8 @@ from dnet_tune.console import pct
 # short labels keep the table readable in an 80-column log; dn.lr and optim.lr must stay apart
 KEY_PARAMS = {"method.lam": "λ", "dn.lr": "dn_lr", "dn.hidden": "dn", "dn.input_mode": "in",
               "method.driver_target": "target", "method.meta_grad": "grad",
-              "method.meta_interval": "k", "optim.lr": "lr", "method.cdb_tau": "τ",
-              "method.focal_gamma": "γ", "method.cb_beta": "β"}
+              "method.meta_interval": "k", "method.base_loss": "base", "optim.lr": "lr",
+              "method.cdb_tau": "τ", "method.focal_gamma": "γ", "method.cb_beta": "β"}
 
 
 class SearchView:
@@ -70,52 +72,104 @@ class SearchView:
         return Group(Text.from_markup(line), Text(best))
 
 
-def top_table(summary: list[dict[str, Any]], n: int = 5) -> Table:
-    rows = sorted((r for r in summary if r["best_val_acc"] is not None and r["role"] == "search"),
-                  key=lambda r: -r["best_val_acc"])[:n]
-    baseline = [r for r in summary if r["role"] == "baseline"]
-    table = Table(title="top trials (selected on val; test reported, never optimised)")
-    for col in ("trial", "status", "epoch", "val", "test", "few"):
-        table.add_column(col, justify="left" if col in ("trial", "status") else "right",
-                         no_wrap=True)
-    table.add_column("key hyperparameters", overflow="fold")
-    for r in [*rows, *baseline]:
-        params = " ".join(f"{label}={_fmt(r.get(f'config/{k}'))}"
-                          for k, label in KEY_PARAMS.items() if r.get(f"config/{k}") is not None)
-        if r["role"] == "baseline":
-            params = "ce, same epochs and seed (baseline)"
-        table.add_row(r["trial_id"], r["status"], str(r["best_epoch"]), pct(r["best_val_acc"]),
-                      pct(r["test_acc_at_best"]), pct(r["test_few_at_best"]), params)
+class ProgressLine:
+    """A live line for a phase counted in runs (the confirmation)."""
+
+    def __init__(self, console: Console, title: str, total: int) -> None:
+        self.console = console
+        self.title = title
+        self.total = total
+        self.done = 0
+        self.elapsed = 0.0
+        self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
+
+    def __enter__(self) -> ProgressLine:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.update(self._render())
+        self.live.__exit__(*exc)
+        self.console.line()
+
+    def advance(self, elapsed: float) -> None:
+        self.done += 1
+        self.elapsed = elapsed
+        self.live.update(self._render())
+
+    def note(self, message: str) -> None:
+        self.console.print(message)
+
+    def _render(self) -> Text:
+        return Text.from_markup(f"[bold]{self.title}[/]  {self.done}/{self.total} runs done · "
+                                f"{self.elapsed:.0f}s")
+
+
+def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """One row per method: confirmed val, test mean ± 95% CI, shot groups, trials, compute.
+
+    One decimal and a light frame keep it inside 80 columns (CI logs, narrow terminals).
+    """
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("method", "val", "test ±95%CI", "many", "med", "few", "trials", "compute"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    for r in rows:
+        ci = r["test_ci95"]
+        test = pct(r["test_mean"], 1) + (f" ±{100 * ci:.1f}" if _finite(ci) else "")
+        table.add_row(r["method"], pct(r["val_mean"], 1), test, pct(r["test_many"], 1),
+                      pct(r["test_medium"], 1), pct(r["test_few"], 1), str(r["trials"]),
+                      _compute(r))
     return table
 
 
+def difference_line(diff: dict[str, Any] | None) -> str:
+    if diff is None:
+        return ""
+    ci = diff["diff_ci95"]
+    seeds = diff["seeds"]
+    head = (f"{diff['method']} − {diff['baseline']} (best baseline by val) on test: "
+            f"{100 * diff['diff_mean']:+.2f}")
+    if not _finite(ci):
+        return f"{head} points, one run each: no interval, confirm over seeds to compare"
+    verdict = ("significant" if diff["significant"]
+               else "no significant difference (the interval contains 0)")
+    return (f"{head} ± {100 * ci:.2f} points (95% CI, paired over seeds "
+            f"{', '.join(map(str, seeds))}): {verdict}")
+
+
+def _compute(r: dict[str, Any]) -> str:
+    seconds = float(r.get("trial_seconds", 0.0)) + float(r.get("confirm_seconds", 0.0))
+    gpu = float(r.get("gpu_seconds", 0.0)) + float(r.get("confirm_gpu_seconds", 0.0))
+    text = f"{seconds / 60:.1f} min"
+    return text + (f" ({gpu / 3600:.2f} GPU-h)" if gpu > 0 else "")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _fmt(v: Any) -> str:
+    """Short values for 80 columns; DN widths arrive as JSON text ("[64, 128]")."""
     if isinstance(v, float):
-        return f"{v:.2g}"
+        return f"{v:.4g}" if 0.9 <= v < 1 else f"{v:.2g}"  # β = 0.9999 must not read as 1
     if isinstance(v, str) and v.startswith("["):
         return v.replace(" ", "")  # DN widths stored as JSON text: "[64,128]"
     return {"relative": "rel", "absolute": "abs", "detached": "det"}.get(str(v), str(v))
 
 
-def print_report(console: Console, rows: list[dict[str, Any]], storage: str) -> None:
-    """`dnet-tune report`: a table of accuracies, then each winner's trial and parameters."""
-    if not rows:
-        console.print(f"no finished experiments under '{storage}'")
+def print_report(console: Console, reports: list[dict[str, Any]], where: str) -> None:
+    """`dnet-tune report`: per experiment, the comparison table, the difference, the choices."""
+    if not reports:
+        console.print(f"no finished experiments in '{where}'")
         return
-    table = Table(title=f"best per dataset in {storage} (%; many/medium/few and ce on test)")
-    for col in ("dataset", "method", "val", "test", "many", "medium", "few", "ce"):
-        table.add_column(col, justify="left" if col in ("dataset", "method") else "right",
-                         no_wrap=True)
-    for r in rows:
-        table.add_row(r["dataset"], r["method"], pct(r["val_acc"]), pct(r["test_acc"]),
-                      pct(r["test_many"]), pct(r["test_medium"]), pct(r["test_few"]),
-                      pct(r["baseline_test_acc"]))
-    console.print(table)
-    for r in rows:
-        params = ", ".join(f"{k}={_short(v)}" for k, v in sorted(r["config"].items()))
-        console.print(f"[bold]{r['dataset']}[/]: trial {r['trial_id']} epoch {r['epoch']} of "
-                      f"{r['experiment']}\n  {params}")
-
-
-def _short(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    for rep in reports:
+        status = "" if rep["status"] == "finished" else f" [{rep['status']}]"
+        console.print(comparison_table(rep["rows"], f"{rep['dataset']}: {rep['experiment']}"
+                                                    f"{status}"))
+        if rep["difference"] is not None:
+            console.print(difference_line(rep["difference"]))
+        for r in rep["rows"]:
+            params = " ".join(f"{label}={_fmt(r['config'][k])}"
+                              for k, label in KEY_PARAMS.items() if k in r["config"])
+            mark = " (winner)" if r["method"] == rep["winner"] else ""
+            console.print(f"  {r['method']}{mark}: trial {r['trial_id']} {params}")

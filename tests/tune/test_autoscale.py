@@ -38,7 +38,8 @@ def test_search_waits_for_a_worker_that_joins_later(growing_cluster, run_cli, tm
 
     def search() -> None:
         result.update(run_cli("search", "--smoke", "--trials", 4, "--gpus", 4,
-                              "--wait-for-gpus", 120, "--no-baseline", "--storage",
+                              "--wait-for-gpus", 120, "--method", "difficulty_net",
+                              "--no-confirm", "--storage",
                               f"file://{tmp_path}", "--name", "grow"))
 
     searcher = threading.Thread(target=search)

@@ -23,8 +23,8 @@ def gpu_cluster(ray_cluster):
 
 
 def search(cli, storage, name, *extra):
-    return cli("search", "--dataset", "digits_lt", "--smoke", "--trials", 8, "--storage",
-               f"file://{storage}", "--name", name, "--quiet", *extra)
+    return cli("search", "--dataset", "digits_lt", "--method", "difficulty_net", "--smoke",
+               "--trials", 8, "--storage", f"file://{storage}", "--name", name, "--quiet", *extra)
 
 
 def placement(exp):
@@ -35,14 +35,18 @@ def placement(exp):
 
 
 def test_one_gpu_per_trial_spreads_over_workers_not_the_head(gpu_cluster, cli, tmp_path):
-    code, _, err = search(cli, tmp_path, "g1", "--gpus", 4, "--gpus-per-trial", 1)
+    code, _, err = search(cli, tmp_path, "g1", "--gpus", 4, "--gpus-per-trial", 1,
+                          "--confirm-top", 1, "--confirm-seeds", 2)
     assert code == 0, err
     rows, meta, summary = placement(tmp_path / "g1")
     assert not [r for r in summary if r["status"] == "errored"], summary
-    search_rows = [r for r in rows if r["role"] == "search"]
+    search_rows = [r for r in rows if r["method"] == "difficulty_net"]
     nodes = {r["node_id"] for r in search_rows}
     assert gpu_cluster["head"] not in {r["node_id"] for r in rows}
     assert nodes == gpu_cluster["workers"]
+    confirm = pq.read_table(tmp_path / "g1" / "confirm.parquet").to_pylist()
+    assert len(confirm) == 2  # the confirmation runs as GPU tasks: on workers too
+    assert {r["node_id"] for r in confirm} <= gpu_cluster["workers"]
     assert {r["device"] for r in rows} == {"cpu"}  # logical GPUs only: CPU fallback
     assert meta["resources"]["slots"] == 4 and meta["resources"]["gpus_per_trial"] == 1.0
     assert 1 <= meta["peak_running_trials"] <= 4
@@ -50,7 +54,7 @@ def test_one_gpu_per_trial_spreads_over_workers_not_the_head(gpu_cluster, cli, t
 
 
 def test_half_a_gpu_per_trial_packs_up_to_eight(gpu_cluster, cli, tmp_path):
-    code, _, err = search(cli, tmp_path, "g05", "--gpus-per-trial", 0.5, "--no-baseline")
+    code, _, err = search(cli, tmp_path, "g05", "--gpus-per-trial", 0.5, "--no-confirm")
     assert code == 0, err
     rows, meta, _ = placement(tmp_path / "g05")
     assert meta["resources"]["gpus"] == 4 and meta["resources"]["slots"] == 8

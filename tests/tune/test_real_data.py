@@ -20,7 +20,7 @@ def test_cifar10_lt_smoke_search_on_real_images(ray_local, cli, tmp_path):
     if not (SHARED / "cifar-10-batches-py").is_dir():
         pytest.skip(f"{SHARED} has no CIFAR-10")
     code, _, err = cli("search", "--dataset", "cifar10_lt", "--method", "ce", "--smoke",
-                       "--trials", 1, "--max-epochs", 3, "--data-dir", SHARED,
+                       "--trials", 1, "--max-epochs", 3, "--no-confirm", "--data-dir", SHARED,
                        "--cpus-per-trial", 2, "--storage", tmp_path, "--name", "real", "--quiet")
     assert code == 0, err
     summary = pq.read_table(tmp_path / "real" / "summary.parquet").to_pylist()

@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from dnet_tune.errors import UserError
+from dnet_tune.io import table_to_rows
 from dnet_tune.tune.preflight import check_reachable, version_mismatch
 
-TRIALS, EPOCHS = 6, 4
+TRIALS, EPOCHS, TOP, SEEDS = 6, 4, 2, 2
+METHODS = ["difficulty_net", "cdb_ce"]  # cdb_ce: a categorical mixing numbers and "dynamic"
 METRICS = ["epoch", "lr", "train_loss", "val_acc", "val_many", "val_medium", "val_few", "test_acc",
            "test_many", "test_medium", "test_few", "epoch_time_s", "class_acc_meta", "difficulty",
            "class_weight", "node_id", "device"]
@@ -19,34 +21,38 @@ METRICS = ["epoch", "lr", "train_loss", "val_acc", "val_many", "val_medium", "va
 
 @pytest.fixture(scope="module")
 def smoke(ray_local, tmp_path_factory, run_cli):
-    """One smoke search shared by the tests below.
+    """One smoke search of two methods, confirmed, shared by the tests below.
 
     `--cpus-per-trial 2` on the 2-CPU Ray runs one trial at a time: the order in which ASHA sees
     results is then fixed, so the search is deterministic and ASHA's early stop is certain.
     """
     storage = tmp_path_factory.mktemp("results")
     code = run_cli(
-        "search", "--dataset", "digits_lt", "--smoke", "--trials", TRIALS, "--max-epochs",
-        EPOCHS, "--grace-period", 1, "--cpus-per-trial", 2, "--storage", storage,
-        "--name", "smoke", "--seed", 0,
+        "search", "--dataset", "digits_lt", "--methods", ",".join(METHODS), "--smoke",
+        "--trials", TRIALS, "--max-epochs", EPOCHS, "--grace-period", 1, "--cpus-per-trial", 2,
+        "--confirm-top", TOP, "--confirm-seeds", SEEDS, "--storage", storage, "--name", "smoke",
+        "--seed", 0,
     )
     return {"storage": storage, "exp": storage / "smoke", **code}
+
+
+def _summary(exp):
+    return pq.read_table(exp / "summary.parquet").to_pylist()
 
 
 def test_search_writes_results_and_asha_stops_early(smoke):
     assert smoke["code"] == 0, smoke["err"]
     exp = smoke["exp"]
-    summary = pq.read_table(exp / "summary.parquet").to_pylist()
-    search = [r for r in summary if r["role"] == "search"]
-    baseline = [r for r in summary if r["role"] == "baseline"]
-    assert len(search) == TRIALS
-    assert len(baseline) == 1 and baseline[0]["status"] == "finished"
-    statuses = [r["status"] for r in search]
-    assert set(statuses) <= {"finished", "stopped", "errored"}
-    assert "errored" not in statuses, [r["error"] for r in search]
-    assert statuses.count("stopped") >= 1, statuses
-    assert statuses.count("finished") >= 1, statuses
-    for r in search:
+    summary = _summary(exp)
+    assert sorted({r["method"] for r in summary}) == sorted(METHODS)
+    for method in METHODS:
+        statuses = [r["status"] for r in summary if r["method"] == method]
+        assert len(statuses) == TRIALS
+        assert set(statuses) <= {"finished", "stopped", "errored"}
+        assert "errored" not in statuses, [r["error"] for r in summary]
+        assert statuses.count("stopped") >= 1, (method, statuses)
+        assert statuses.count("finished") >= 1, (method, statuses)
+    for r in summary:
         if r["status"] == "stopped":
             assert r["last_epoch"] < EPOCHS
         else:
@@ -56,15 +62,19 @@ def test_search_writes_results_and_asha_stops_early(smoke):
 
     trials = pq.read_table(exp / "trials.parquet")
     assert set(METRICS) <= set(trials.column_names)
+    assert {"method", "config/method.name"} <= set(trials.column_names)
     assert any(c.startswith("config/dn.") for c in trials.column_names)
-    rows = trials.to_pylist()
-    for r in search:
+    rows = table_to_rows(trials)
+    for r in summary:
         epochs = [x["epoch"] for x in rows if x["trial_id"] == r["trial_id"]]
         assert epochs == list(range(1, r["last_epoch"] + 1))
         best = max(x["val_acc"] for x in rows if x["trial_id"] == r["trial_id"])
         assert best == r["best_val_acc"]
-    dn_rows = [x for x in rows if x["role"] == "search"]
-    assert all(len(x["difficulty"]) == 10 and len(x["class_weight"]) == 10 for x in dn_rows)
+    dn_rows = [x for x in rows if x["method"] == "difficulty_net"]
+    assert dn_rows and all(len(x["difficulty"]) == 10 and len(x["class_weight"]) == 10
+                           for x in dn_rows)
+    taus = {x["config/method.cdb_tau"] for x in rows if x["method"] == "cdb_ce"}
+    assert taus and taus <= {0.5, 1.0, 1.5, 2.0, 5.0, "dynamic"}  # each value with its own type
     assert all(x["device"] == "cpu" and x["node_id"] for x in rows)
 
     meta = json.loads((exp / "search.json").read_text())
@@ -72,62 +82,132 @@ def test_search_writes_results_and_asha_stops_early(smoke):
     assert meta["peak_running_trials"] == 1
 
 
-def test_search_prints_top_trials_beside_the_baseline(smoke):
+def test_every_method_gets_the_same_budget(smoke):
+    exp = smoke["exp"]
+    meta = json.loads((exp / "search.json").read_text())
+    summary = _summary(exp)
+    assert meta["methods"] == METHODS
+    for method in METHODS:
+        spent = meta["compute"][method]
+        assert spent["trials"] == TRIALS == sum(r["method"] == method for r in summary)
+        assert spent["confirm_runs"] == TOP * SEEDS
+        assert spent["trial_seconds"] > 0 and spent["confirm_seconds"] > 0
+        assert spent["trial_epochs"] == sum(r["last_epoch"] for r in summary
+                                            if r["method"] == method)
+    # the same budget, resources and seeds for every method: one set in the file
+    assert meta["confirm"] == {"top": TOP, "seeds": [1, 2]}
+
+
+def test_confirmation_retrains_the_top_k_with_s_seeds(smoke):
+    exp = smoke["exp"]
+    confirm = table_to_rows(pq.read_table(exp / "confirm.parquet"))
+    summary = _summary(exp)
+    for method in METHODS:
+        rows = [r for r in confirm if r["method"] == method]
+        assert len(rows) == TOP * SEEDS
+        assert sorted({r["seed"] for r in rows}) == [1, 2]
+        ranked = sorted((r for r in summary if r["method"] == method),
+                        key=lambda r: (-r["best_val_acc"], r["best_epoch"], r["trial_index"]))
+        assert {r["trial_id"] for r in rows} == {r["trial_id"] for r in ranked[:TOP]}
+        for r in rows:
+            assert 1 <= r["selected_epoch"] <= EPOCHS and r["epochs"] == EPOCHS
+            for key in ("val_acc", "test_acc", "test_many", "test_medium", "test_few"):
+                assert 0.0 <= r[key] <= 1.0
+
+
+def test_each_method_chooses_its_best_mean_val_config(smoke):
+    exp = smoke["exp"]
+    confirm = table_to_rows(pq.read_table(exp / "confirm.parquet"))
+    for method in METHODS:
+        means: dict[str, list[float]] = {}
+        for r in confirm:
+            if r["method"] == method:
+                means.setdefault(r["trial_id"], []).append(r["val_acc"])
+        best_mean = max(sum(v) / len(v) for v in means.values())
+        chosen = yaml.safe_load((exp / "best" / f"{method}.yaml").read_text())["provenance"]
+        assert sum(means[chosen["trial_id"]]) / SEEDS == pytest.approx(best_mean)
+        assert chosen["val_mean"] == pytest.approx(best_mean)
+        tests = [r["test_acc"] for r in confirm
+                 if r["method"] == method and r["trial_id"] == chosen["trial_id"]]
+        assert chosen["test_mean"] == pytest.approx(sum(tests) / SEEDS)
+        assert chosen["seeds"] == [1, 2] and chosen["confirmed"] is True
+    winner = yaml.safe_load((exp / "best_config.yaml").read_text())["provenance"]
+    by_method = {m: yaml.safe_load((exp / "best" / f"{m}.yaml").read_text())["provenance"]
+                 for m in METHODS}
+    assert winner["val_mean"] == max(p["val_mean"] for p in by_method.values())
+
+
+def test_search_prints_the_comparison_with_intervals(smoke):
     out = smoke["out"]
-    assert "top trials" in out and "baseline" in out and "best: trial" in out
+    assert "test ±95%CI" in out and "confirming the top 2 of each method" in out
+    assert "difficulty_net − cdb_ce (best baseline by val) on test" in out
+    assert "paired over seeds 1, 2" in out
     assert len(out.splitlines()) < 60  # our table, not Ray's per-trial status dump
 
 
-def test_best_config_has_provenance_and_matches_the_summary(smoke):
-    exp = smoke["exp"]
-    best = yaml.safe_load((exp / "best_config.yaml").read_text())
-    summary = pq.read_table(exp / "summary.parquet").to_pylist()
-    top = max((r for r in summary if r["role"] == "search"), key=lambda r: r["best_val_acc"])
-    prov = best["provenance"]
-    assert prov["trial_id"] == top["trial_id"]
-    assert prov["val_acc"] == top["best_val_acc"] and prov["epoch"] == top["best_epoch"]
-    assert prov["seed"] == 0 and "ray" in prov["versions"]
-    assert best["method"]["name"] == "difficulty_net" and best["train"]["epochs"] == EPOCHS
-
-
-def test_export_then_train_reproduces_the_best_val_acc(smoke, run_cli, tmp_path):
+@pytest.mark.parametrize("method", METHODS)
+def test_export_a_method_then_train_reproduces_its_confirmed_run(smoke, run_cli, tmp_path,
+                                                                 method):
     out_yaml = tmp_path / "best.yaml"
-    res = run_cli("export", smoke["exp"], "--out", out_yaml)
+    res = run_cli("export", smoke["exp"], "--method", method, "--out", out_yaml)
     assert res["code"] == 0, res["err"]
-    prov = yaml.safe_load(out_yaml.read_text())["provenance"]
+    exported = yaml.safe_load(out_yaml.read_text())
+    prov = exported["provenance"]
+    assert exported["method"]["name"] == method and exported["train"]["seed"] == 1
     run = tmp_path / "run"
     res = run_cli("train", "--config", out_yaml, "--output", run)
     assert res["code"] == 0, res["err"]
-    metrics = pq.read_table(run / "metrics.parquet").to_pylist()
-    at_epoch = next(m for m in metrics if m["epoch"] == prov["epoch"])
-    assert at_epoch["val_acc"] == prov["val_acc"]  # exact: same config, seed, CPU
+    final = json.loads((run / "final.json").read_text())
+    confirm = table_to_rows(pq.read_table(smoke["exp"] / "confirm.parquet"))
+    row = next(r for r in confirm
+               if r["method"] == method and r["trial_id"] == prov["trial_id"] and r["seed"] == 1)
+    # exact: same config, seed, epochs and CPU as the confirmation run
+    assert final["selected_epoch"] == row["selected_epoch"]
+    assert final["val_acc"] == row["val_acc"] and final["test_acc"] == row["test_acc"]
 
 
-def test_export_a_named_trial_and_bad_trial(smoke, run_cli, tmp_path):
-    summary = pq.read_table(smoke["exp"] / "summary.parquet").to_pylist()
-    worst = min((r for r in summary if r["role"] == "search"), key=lambda r: r["best_val_acc"])
+def test_export_a_named_trial_and_bad_input(smoke, run_cli, tmp_path):
+    summary = _summary(smoke["exp"])
+    worst = min(summary, key=lambda r: r["best_val_acc"])
     out_yaml = tmp_path / "t.yaml"
     res = run_cli("export", smoke["exp"], "--out", out_yaml, "--trial", worst["trial_id"])
     assert res["code"] == 0
-    assert yaml.safe_load(out_yaml.read_text())["provenance"]["trial_id"] == worst["trial_id"]
+    exported = yaml.safe_load(out_yaml.read_text())
+    assert exported["provenance"]["trial_id"] == worst["trial_id"]
+    assert exported["train"]["seed"] == 0  # the search's own seed: the trial as it ran
     res = run_cli("export", smoke["exp"], "--out", tmp_path / "x.yaml", "--trial", "nope")
     assert res["code"] == 2 and "no trial 'nope'" in res["err"]
+    res = run_cli("export", smoke["exp"], "--out", tmp_path / "x.yaml", "--method", "focal")
+    assert res["code"] == 2 and "method 'focal' has no result" in res["err"]
     assert not (tmp_path / "x.yaml").exists()
     res = run_cli("export", tmp_path / "missing", "--out", tmp_path / "y.yaml")
     assert res["code"] == 2 and len(res["err"].strip().splitlines()) == 1
     assert not (tmp_path / "y.yaml").exists()
 
 
-def test_report_json_lists_the_best_per_dataset(smoke, run_cli):
+def test_report_json_carries_the_table_numbers(smoke, run_cli):
     res = run_cli("report", "--storage", smoke["storage"], "--json")
-    assert res["code"] == 0
-    rows = json.loads(res["out"])
-    assert [r["dataset"] for r in rows] == ["digits_lt"]
-    best = yaml.safe_load((smoke["exp"] / "best_config.yaml").read_text())["provenance"]
-    assert rows[0]["val_acc"] == best["val_acc"] and rows[0]["trial_id"] == best["trial_id"]
-    assert rows[0]["baseline_test_acc"] is not None
-    res = run_cli("report", "--storage", smoke["storage"])
-    assert "digits_lt" in res["out"]
+    assert res["code"] == 0, res["err"]
+    reports = json.loads(res["out"])
+    assert [r["dataset"] for r in reports] == ["digits_lt"]
+    rows = {r["method"]: r for r in reports[0]["rows"]}
+    assert sorted(rows) == sorted(METHODS)
+    for method in METHODS:
+        prov = yaml.safe_load((smoke["exp"] / "best" / f"{method}.yaml").read_text())["provenance"]
+        assert rows[method]["val_mean"] == pytest.approx(prov["val_mean"])
+        assert rows[method]["test_mean"] == pytest.approx(prov["test_mean"])
+        assert rows[method]["trials"] == TRIALS
+    diff = reports[0]["difference"]
+    assert diff["baseline"] == "cdb_ce" and diff["seeds"] == [1, 2]
+    paired = [rows["difficulty_net"]["test_by_seed"][s] - rows["cdb_ce"]["test_by_seed"][s]
+              for s in ("1", "2")]
+    assert diff["diff_mean"] == pytest.approx(sum(paired) / 2)
+    one = run_cli("report", smoke["exp"], "--json")
+    assert json.loads(one["out"]) == reports
+    res = run_cli("report", smoke["exp"])
+    winner = yaml.safe_load((smoke["exp"] / "best_config.yaml").read_text())["provenance"]
+    assert res["code"] == 0 and f"{winner['method']} (winner)" in res["out"]
+    assert reports[0]["winner"] == winner["method"]
 
 
 def test_same_name_twice_is_refused(smoke, run_cli):
@@ -144,6 +224,9 @@ BAD = [
     (["--cpus-per-trial", "4"], "--cpus-per-trial"),
     (["--trials", "0"], "--trials"),
     (["--method", "magic"], "magic"),
+    (["--methods", "difficulty_net,magic"], "unknown method 'magic'"),
+    (["--methods", "ce,ce"], "names ce twice"),
+    (["--confirm-seeds", "0"], "--confirm-seeds"),
     (["--wait-for-gpus", "30"], "--wait-for-gpus needs --gpus"),
     (["--dataset", "cifar10_lt", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
     (["--set", "method.lamda=1"], "method.lamda"),
@@ -200,8 +283,9 @@ def test_a_trial_without_a_ray_gpu_runs_on_cpu(ray_local):
 
 
 def test_set_fixes_a_searched_parameter_in_every_trial(ray_local, cli, tmp_path):
-    code, out, err = cli("search", "--smoke", "--trials", 2, "--max-epochs", 1, "--no-baseline",
-                         "--set", "optim.lr=0.07", "--storage", tmp_path, "--name", "pin")
+    code, out, err = cli("search", "--smoke", "--trials", 2, "--max-epochs", 1, "--method",
+                         "difficulty_net", "--no-confirm", "--set", "optim.lr=0.07",
+                         "--storage", tmp_path, "--name", "pin")
     assert code == 0, err
     assert "fixed by --set, not searched: optim.lr" in out
     summary = pq.read_table(tmp_path / "pin" / "summary.parquet").to_pylist()
@@ -212,8 +296,8 @@ def test_set_fixes_a_searched_parameter_in_every_trial(ray_local, cli, tmp_path)
 
 
 def test_failing_trials_are_recorded_and_the_search_exits_non_zero(ray_local, cli, tmp_path):
-    code, out, err = cli("search", "--smoke", "--trials", 2, "--no-baseline", "--set",
-                         "optim.lr=1e8", "--storage", tmp_path, "--name", "nan")
+    code, out, err = cli("search", "--smoke", "--trials", 2, "--method", "difficulty_net",
+                         "--set", "optim.lr=1e8", "--storage", tmp_path, "--name", "nan")
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "FloatingPointError: training loss became nan" in lines[0]

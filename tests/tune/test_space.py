@@ -30,7 +30,7 @@ def test_every_dataset_has_a_space_covering_every_method(dataset):
 @pytest.mark.parametrize("dataset", DATASETS.names())
 def test_bundled_space_yields_valid_configs(dataset, method):
     space = load_space(default_space_path(dataset))
-    req = SearchRequest(dataset=dataset, method=method)
+    req = SearchRequest(dataset=dataset)
     base = base_config(req, space, budget_for(req, space), method)
     flats = check_against_config(space, base, method, samples=SAMPLES, seed=1)
     assert len(flats) == SAMPLES

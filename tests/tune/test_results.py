@@ -1,0 +1,33 @@
+"""Result files: an error while writing never loses what the trials reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dnet_tune.tune.results import ResultsWriteError, TrialRecord, summary_rows, write_tables
+
+
+def _record(value):
+    rec = TrialRecord("t1", "ce", {"optim.lr": 0.1}, {"method": {"name": "ce"}})
+    rec.rows = [{"epoch": 1, "val_acc": 0.5, "epoch_time_s": 1.0, "odd": value}]
+    return rec
+
+
+def test_tables_are_written(tmp_path):
+    rec = _record(1.0)
+    write_tables(str(tmp_path), [rec], summary_rows([rec], 1), [])
+    assert (tmp_path / "trials.parquet").is_file() and (tmp_path / "summary.parquet").is_file()
+    assert not (tmp_path / "raw_results.json").exists()
+
+
+def test_a_failed_write_keeps_the_raw_results_and_says_where(tmp_path):
+    rec = _record(1j)  # no Parquet type holds a complex number
+    with pytest.raises(ResultsWriteError) as info:
+        write_tables(str(tmp_path), [rec], summary_rows([rec], 1), [])
+    raw = tmp_path / "raw_results.json"
+    assert str(raw) in str(info.value) and "\n" not in str(info.value)
+    kept = json.loads(raw.read_text())
+    assert kept["trials"][0]["trial_id"] == "t1"
+    assert kept["trials"][0]["rows"][0]["val_acc"] == 0.5
