@@ -1,5 +1,6 @@
 """Wall time of real `digits_lt` searches on local Ray: the default budget (what `make demo`
-runs) and the smoke budget with trial-actor reuse on and off.
+runs: every method, confirmed) and a Difficulty-Net smoke budget with trial-actor reuse on
+and off.
 
 Each case is a full `run_search` (Ray start, 16 or 6 trials, Parquet, best config) in a fresh
 local Ray; the ratio reuse-off / reuse-on, measured in one run of this script, is the number to
@@ -31,9 +32,11 @@ from dnet_tune.tune.search import run_search
 
 CASES: dict[str, dict[str, Any]] = {
     # what `make demo` runs: the space file's default budget, 1 CPU per trial
-    "demo_default": {"smoke": False, "baseline": True},
-    "smoke6_reuse": {"smoke": True, "trials": 6, "baseline": False, "reuse_actors": True},
-    "smoke6_no_reuse": {"smoke": True, "trials": 6, "baseline": False, "reuse_actors": False},
+    "demo_default": {"smoke": False},
+    "smoke6_reuse": {"smoke": True, "trials": 6, "methods": ["difficulty_net"], "confirm": False,
+                     "reuse_actors": True},
+    "smoke6_no_reuse": {"smoke": True, "trials": 6, "methods": ["difficulty_net"],
+                        "confirm": False, "reuse_actors": False},
 }
 
 
@@ -42,9 +45,9 @@ def run_case(name: str, spec: dict[str, Any], root: Path) -> dict[str, Any]:
     start = time.perf_counter()
     outcome = run_search(req, Console(quiet=True))
     wall = time.perf_counter() - start
-    statuses = [r["status"] for r in outcome.summary if r["role"] == "search"]
+    statuses = [r["status"] for r in outcome.summary]
     return {"wall_s": wall, "trials": len(statuses), "stopped_by_asha": statuses.count("stopped"),
-            "best_val_acc": outcome.best["best_val_acc"] if outcome.best else None}
+            "best_val_mean": outcome.best["val_mean"] if outcome.best else None}
 
 
 def main() -> int:
