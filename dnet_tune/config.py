@@ -58,6 +58,9 @@ class MethodConfig:
     driver_target: Literal["relative", "absolute"] = "relative"
     meta_grad: Literal["full", "detached"] = "full"
     meta_interval: int = 1  # update Difficulty-Net every k iterations (spec: 1)
+    # full meta-gradient: per-class forward-mode JVP (exact, no create_graph) or the
+    # double-backward reference it is tested against
+    meta_impl: Literal["jvp", "reference"] = "jvp"
     acc_refresh: Literal["after_epoch", "before_epoch"] = "after_epoch"
     focal_gamma: float = 1.0
     cb_beta: float = 0.9999

@@ -28,6 +28,9 @@ from dnet_tune.method.methods import Method, create_method
 
 CHECKPOINT_FORMAT = 1
 GROUPS = ("many", "medium", "few")
+# Steps between finiteness checks of the training loss: each check is one device->host sync,
+# so a diverged run fails within this many steps instead of paying a sync per step.
+FINITE_CHECK_EVERY = 50
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,6 +88,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_finite(total: torch.Tensor, epoch: int) -> None:
+    value = float(total)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"training loss became {value} at epoch {epoch + 1}")
 
 
 class Trainer:
@@ -181,17 +190,23 @@ class Trainer:
             if self.meta_batches is not None else None
         )
         self.model.train()
-        total, n = 0.0, 0
-        for x, y in self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0)):
+        # The loss sum stays on the device (float64, as the Python float sum was): no host sync
+        # per step; finiteness is checked every FINITE_CHECK_EVERY steps and at the end.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        n = 0
+        batches = self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0))
+        for step, (x, y) in enumerate(batches, start=1):
             loss = self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss} at epoch {e + 1}")
-            total += loss * len(y)
+            total += loss.double() * len(y)
             n += len(y)
+            if step % FINITE_CHECK_EVERY == 0:
+                _check_finite(total, e)
+        _check_finite(total, e)
         if cfg.method.acc_refresh == "after_epoch":
             self._refresh_class_acc()
         self.epoch += 1
-        metrics: dict[str, Any] = {"epoch": self.epoch, "lr": lr, "train_loss": total / max(n, 1)}
+        metrics: dict[str, Any] = {"epoch": self.epoch, "lr": lr,
+                                   "train_loss": float(total) / max(n, 1)}
         if self.selects_on_val:
             metrics.update(self._split_metrics("val", self.class_accuracy("val")))
         else:

@@ -36,6 +36,7 @@ def test_precedence_defaults_recipe_yaml_set(tmp_path):
         ({"method": {"meta_grad": "partial"}}, "method.meta_grad"),
         ({"optim": {"lr": -1.0}}, "optim.lr"),
         ({"method": {"cdb_tau": "fast"}}, "method.cdb_tau"),
+        ({"method": {"meta_impl": "fast"}}, "method.meta_impl"),
     ],
 )
 def test_bad_keys_and_types_name_the_key(data, key):
