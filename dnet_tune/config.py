@@ -84,7 +84,13 @@ class TrainConfig:
     epochs: int = 30
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    deterministic: bool = True
+    # auto: deterministic algorithms on CPU; on CUDA cudnn.benchmark instead (faster, not bitwise
+    # reproducible). true/false force either.
+    deterministic: bool | Literal["auto"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast for the classifier's forwards
+    # on_improvement: evaluate the test split only at epochs where val_acc improved (the only
+    # epochs a selected result can come from); others record NaN. Selection never reads test.
+    test_eval: Literal["every_epoch", "on_improvement"] = "every_epoch"
 
 
 @dataclass

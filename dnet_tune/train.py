@@ -23,8 +23,9 @@ from torch import nn
 
 from dnet_tune.config import Config, config_from_dict, config_to_dict
 from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
 from dnet_tune.errors import UserError
-from dnet_tune.method.methods import Method, create_method
+from dnet_tune.method.methods import Batch, Method, create_method
 
 CHECKPOINT_FORMAT = 1
 GROUPS = ("many", "medium", "few")
@@ -45,9 +46,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    apply_determinism(deterministic)
 
 
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -106,14 +105,15 @@ class Trainer:
 
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
-        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        seed_everything(cfg.train.seed, resolve_deterministic(cfg.train.deterministic,
+                                                              self.device))
         self.ds = dataset if dataset is not None else build_dataset(cfg.data)
         self.num_classes = self.ds.num_classes
         self.train_counts = self.ds.train_counts()
         self.groups = self.ds.groups()
-        self.model: nn.Module = create_model(
+        self.model: nn.Module = channels_last(create_model(
             cfg.model, self.num_classes, self.ds.in_channels, self.ds.image_size
-        ).to(self.device)
+        ).to(self.device), self.device)
         o = cfg.optim
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=o.lr, momentum=o.momentum,
@@ -151,7 +151,8 @@ class Trainer:
         correct = torch.zeros(self.num_classes, dtype=torch.float64)
         total = torch.zeros(self.num_classes, dtype=torch.float64)
         for x, y in self._eval[split].epoch(None):
-            pred = self.model(x).argmax(dim=1)
+            with autocast(self.device, self.cfg.train.precision):
+                pred = self.model(channels_last(x, self.device)).argmax(dim=1)
             yc = y.cpu()
             total += torch.bincount(yc, minlength=self.num_classes).double()
             correct += torch.bincount(yc[pred.cpu() == yc], minlength=self.num_classes).double()
@@ -186,7 +187,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         meta_stream = (
-            self.meta_batches.stream(epoch_generator(cfg.train.seed, e, 1))
+            self._to_memory_format(self.meta_batches.stream(epoch_generator(cfg.train.seed, e, 1)))
             if self.meta_batches is not None else None
         )
         self.model.train()
@@ -195,7 +196,7 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         n = 0
         batches = self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0))
-        for step, (x, y) in enumerate(batches, start=1):
+        for step, (x, y) in enumerate(self._to_memory_format(batches), start=1):
             loss = self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream)
             total += loss.double() * len(y)
             n += len(y)
@@ -211,15 +212,25 @@ class Trainer:
             metrics.update(self._split_metrics("val", self.class_accuracy("val")))
         else:
             metrics.update({f"val_{k}": float("nan") for k in ("acc", *GROUPS)})
-        metrics.update(self._split_metrics("test", self.class_accuracy("test")))
+        # Decided on val alone, before test is looked at: test never influences selection.
+        improved = (self.best is None or not self.selects_on_val
+                    or metrics["val_acc"] > self.best["val_acc"])
+        if cfg.train.test_eval == "every_epoch" or improved:
+            metrics.update(self._split_metrics("test", self.class_accuracy("test")))
+        else:
+            metrics.update({f"test_{k}": float("nan") for k in ("acc", *GROUPS)})
         metrics["epoch_time_s"] = time.perf_counter() - start
         metrics.update(info)
         self.history.append(metrics)
-        if (self.best is None or not self.selects_on_val
-                or metrics["val_acc"] > self.best["val_acc"]):
+        if improved:
             self.best = dict(metrics)
             self.best_model = copy.deepcopy(self.model.state_dict())
         return metrics
+
+    def _to_memory_format(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        if self.device.type != "cuda":
+            return batches
+        return ((channels_last(x, self.device), y) for x, y in batches)
 
     def fit(self) -> Iterator[dict[str, Any]]:
         while self.epoch < self.cfg.train.epochs:
