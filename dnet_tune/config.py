@@ -59,6 +59,9 @@ class MethodConfig:
     driver_target: Literal["relative", "absolute"] = "relative"
     meta_grad: Literal["full", "detached"] = "full"
     meta_interval: int = 1  # update Difficulty-Net every k iterations (spec: 1)
+    # full meta-gradient: per-class forward-mode JVP (exact, no create_graph) or the
+    # double-backward reference it is tested against
+    meta_impl: Literal["jvp", "reference"] = "jvp"
     acc_refresh: Literal["after_epoch", "before_epoch"] = "after_epoch"
     focal_gamma: float = 1.0
     cb_beta: float = 0.9999
@@ -82,7 +85,13 @@ class TrainConfig:
     epochs: int = 30
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    deterministic: bool = True
+    # auto: deterministic algorithms on CPU; on CUDA cudnn.benchmark instead (faster, not bitwise
+    # reproducible). true/false force either.
+    deterministic: bool | Literal["auto"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast for the classifier's forwards
+    # on_improvement: evaluate the test split only at epochs where val_acc improved (the only
+    # epochs a selected result can come from); others record NaN. Selection never reads test.
+    test_eval: Literal["every_epoch", "on_improvement"] = "every_epoch"
 
 
 @dataclass

@@ -23,11 +23,15 @@ from torch import nn
 
 from dnet_tune.config import Config, config_to_dict
 from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
 from dnet_tune.errors import UserError
-from dnet_tune.method.methods import Method, create_method
+from dnet_tune.method.methods import Batch, Method, create_method
 
 CHECKPOINT_FORMAT = 1
 GROUPS = ("many", "medium", "few")
+# Steps between finiteness checks of the training loss: each check is one device->host sync,
+# so a diverged run fails within this many steps instead of paying a sync per step.
+FINITE_CHECK_EVERY = 50
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,9 +46,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    apply_determinism(deterministic)
 
 
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -87,6 +89,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _check_finite(total: torch.Tensor, epoch: int) -> None:
+    value = float(total)
+    if not math.isfinite(value):
+        raise FloatingPointError(f"training loss became {value} at epoch {epoch + 1}")
+
+
 class Trainer:
     """Owns θ, φ (inside the method), optimisers, `a`, the epoch counter and the selection."""
 
@@ -97,14 +105,15 @@ class Trainer:
 
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
-        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        seed_everything(cfg.train.seed, resolve_deterministic(cfg.train.deterministic,
+                                                              self.device))
         self.ds = dataset if dataset is not None else build_dataset(cfg.data)
         self.num_classes = self.ds.num_classes
         self.train_counts = self.ds.train_counts()
         self.groups = self.ds.groups()
-        self.model: nn.Module = create_model(
+        self.model: nn.Module = channels_last(create_model(
             cfg.model, self.num_classes, self.ds.in_channels, self.ds.image_size
-        ).to(self.device)
+        ).to(self.device), self.device)
         o = cfg.optim
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=o.lr, momentum=o.momentum,
@@ -142,7 +151,8 @@ class Trainer:
         correct = torch.zeros(self.num_classes, dtype=torch.float64)
         total = torch.zeros(self.num_classes, dtype=torch.float64)
         for x, y in self._eval[split].epoch(None):
-            pred = self.model(x).argmax(dim=1)
+            with autocast(self.device, self.cfg.train.precision):
+                pred = self.model(channels_last(x, self.device)).argmax(dim=1)
             yc = y.cpu()
             total += torch.bincount(yc, minlength=self.num_classes).double()
             correct += torch.bincount(yc[pred.cpu() == yc], minlength=self.num_classes).double()
@@ -177,34 +187,50 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         meta_stream = (
-            self.meta_batches.stream(epoch_generator(cfg.train.seed, e, 1))
+            self._to_memory_format(self.meta_batches.stream(epoch_generator(cfg.train.seed, e, 1)))
             if self.meta_batches is not None else None
         )
         self.model.train()
-        total, n = 0.0, 0
-        for x, y in self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0)):
+        # The loss sum stays on the device (float64, as the Python float sum was): no host sync
+        # per step; finiteness is checked every FINITE_CHECK_EVERY steps and at the end.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        n = 0
+        batches = self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0))
+        for step, (x, y) in enumerate(self._to_memory_format(batches), start=1):
             loss = self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss} at epoch {e + 1}")
-            total += loss * len(y)
+            total += loss.double() * len(y)
             n += len(y)
+            if step % FINITE_CHECK_EVERY == 0:
+                _check_finite(total, e)
+        _check_finite(total, e)
         if cfg.method.acc_refresh == "after_epoch":
             self._refresh_class_acc()
         self.epoch += 1
-        metrics: dict[str, Any] = {"epoch": self.epoch, "lr": lr, "train_loss": total / max(n, 1)}
+        metrics: dict[str, Any] = {"epoch": self.epoch, "lr": lr,
+                                   "train_loss": float(total) / max(n, 1)}
         if self.selects_on_val:
             metrics.update(self._split_metrics("val", self.class_accuracy("val")))
         else:
             metrics.update({f"val_{k}": float("nan") for k in ("acc", *GROUPS)})
-        metrics.update(self._split_metrics("test", self.class_accuracy("test")))
+        # Decided on val alone, before test is looked at: test never influences selection.
+        improved = (self.best is None or not self.selects_on_val
+                    or metrics["val_acc"] > self.best["val_acc"])
+        if cfg.train.test_eval == "every_epoch" or improved:
+            metrics.update(self._split_metrics("test", self.class_accuracy("test")))
+        else:
+            metrics.update({f"test_{k}": float("nan") for k in ("acc", *GROUPS)})
         metrics["epoch_time_s"] = time.perf_counter() - start
         metrics.update(info)
         self.history.append(metrics)
-        if (self.best is None or not self.selects_on_val
-                or metrics["val_acc"] > self.best["val_acc"]):
+        if improved:
             self.best = dict(metrics)
             self.best_model = copy.deepcopy(self.model.state_dict())
         return metrics
+
+    def _to_memory_format(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        if self.device.type != "cuda":
+            return batches
+        return ((channels_last(x, self.device), y) for x, y in batches)
 
     def fit(self) -> Iterator[dict[str, Any]]:
         while self.epoch < self.cfg.train.epochs:

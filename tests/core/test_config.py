@@ -37,6 +37,10 @@ def test_precedence_defaults_recipe_yaml_set(tmp_path):
         ({"method": {"meta_grad": "partial"}}, "method.meta_grad"),
         ({"optim": {"lr": -1.0}}, "optim.lr"),
         ({"method": {"cdb_tau": "fast"}}, "method.cdb_tau"),
+        ({"method": {"meta_impl": "fast"}}, "method.meta_impl"),
+        ({"train": {"precision": "fp16"}}, "train.precision"),
+        ({"train": {"deterministic": "yes"}}, "train.deterministic"),
+        ({"train": {"test_eval": "never"}}, "train.test_eval"),
     ],
 )
 def test_bad_keys_and_types_name_the_key(data, key):
@@ -59,3 +63,14 @@ def test_parse_set_nests_and_parses_yaml_values():
 
 def test_defaults_are_valid():
     assert config_from_dict(config_to_dict(Config())) == Config()
+
+
+@pytest.mark.parametrize("value", [True, False, "auto"])
+def test_deterministic_true_false_and_auto_round_trip_through_yaml(tmp_path, value):
+    cfg = resolve_config(dataset="digits_lt", overrides={"train": {"deterministic": value}})
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(config_to_dict(cfg)))
+    back = resolve_config(config_path=str(path))
+    assert back.train.deterministic == value and type(back.train.deterministic) is type(value)
+    assert resolve_config(dataset="digits_lt", sets=[f"train.deterministic={str(value).lower()}"]
+                          ).train.deterministic == value
