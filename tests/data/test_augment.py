@@ -257,8 +257,18 @@ def tiny_dataset(n: int = 24) -> LTDataset:
                      mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), image_size=32)
 
 
+@pytest.fixture
+def deterministic():
+    """As the Trainer runs (deterministic algorithms): no op may refuse or warn."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.mark.filterwarnings("error")
 @pytest.mark.parametrize("device", DEVICES, ids=str)
-def test_cifar_recipe_is_crop_flip_autoaugment_normalise_cutout(device):
+def test_cifar_recipe_is_crop_flip_autoaugment_normalise_cutout(device, deterministic):
     ds = tiny_dataset()
     full = TensorBatches(ds.train, ds, 24, shuffle=False, augment="autoaugment_cutout",
                          device=device, cutout_size=12)
