@@ -1,4 +1,4 @@
-"""Batch augmentation against torchvision.transforms.v2.functional, and its randomness.
+"""Batch augmentation (augment, augment_ops) against torchvision.transforms.v2.functional.
 
 Tolerance: every op must equal torchvision exactly. For the pixel ops this is the definition
 (uint8 in, uint8 out, same arithmetic). The geometric ops sample with nearest interpolation, as
@@ -18,6 +18,7 @@ from torchvision.transforms import InterpolationMode
 
 from dnet_tune.config import config_from_dict
 from dnet_tune.data import augment as A
+from dnet_tune.data import augment_ops as O
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.data.loader import FileBatches, TensorBatches
 from dnet_tune.data.registry import dataset_recipe
@@ -104,24 +105,24 @@ def tv_geometric(op: str, m: float):
 def test_geometric_op_equals_torchvision(op):
     x = coordinates()
     for m in signed_bins(op):
-        got = A.geometric(x, op, torch.full((len(x),), m))
+        got = O.geometric(x, op, torch.full((len(x),), m))
         assert torch.equal(got, per_image(tv_geometric(op, m), x)), (op, m)
 
 
 def test_geometric_ops_take_one_magnitude_per_image():
     x = images(n=4)
     m = torch.tensor(signed_bins("Rotate")[: len(x)])
-    got = A.geometric(x, "Rotate", m)
+    got = O.geometric(x, "Rotate", m)
     want = torch.stack([TF.rotate(i, float(v), interpolation=NEAREST)
                         for i, v in zip(x, m, strict=True)])
     assert torch.equal(got, want)
 
 
 BLENDS = {
-    "Brightness": (A.brightness, TF.adjust_brightness),
-    "Color": (A.color, TF.adjust_saturation),
-    "Contrast": (A.contrast, TF.adjust_contrast),
-    "Sharpness": (A.sharpness, TF.adjust_sharpness),
+    "Brightness": (O.brightness, TF.adjust_brightness),
+    "Color": (O.color, TF.adjust_saturation),
+    "Contrast": (O.contrast, TF.adjust_contrast),
+    "Sharpness": (O.sharpness, TF.adjust_sharpness),
 }
 
 
@@ -143,15 +144,15 @@ def test_pixel_ops_equal_torchvision():
     n = len(x)
     for level in range(A.NUM_BINS):
         bits = int(A.magnitude("Posterize", level, 32, 32))
-        assert torch.equal(A.posterize(x, torch.full((n,), bits)), TF.posterize(x, bits))
+        assert torch.equal(O.posterize(x, torch.full((n,), bits)), TF.posterize(x, bits))
         thr = A.magnitude("Solarize", level, 32, 32)
-        assert torch.equal(A.solarize(x, torch.full((n,), thr)), TF.solarize(x, thr))
-    assert torch.equal(A.invert(x), TF.invert(x))
-    assert torch.equal(A.solarize(x, torch.zeros(n)), TF.invert(x))  # how the policy inverts
-    assert torch.equal(A.autocontrast(x), per_image(TF.autocontrast, x))
-    assert torch.equal(A.equalize(x), per_image(TF.equalize, x))
+        assert torch.equal(O.solarize(x, torch.full((n,), thr)), TF.solarize(x, thr))
+    assert torch.equal(O.invert(x), TF.invert(x))
+    assert torch.equal(O.solarize(x, torch.zeros(n)), TF.invert(x))  # how the policy inverts
+    assert torch.equal(O.autocontrast(x), per_image(TF.autocontrast, x))
+    assert torch.equal(O.equalize(x), per_image(TF.equalize, x))
     flat = torch.full((2, 3, 8, 8), 9, dtype=torch.uint8)  # a single level: left as it is
-    assert torch.equal(A.equalize(flat), flat) and torch.equal(A.autocontrast(flat), flat)
+    assert torch.equal(O.equalize(flat), flat) and torch.equal(O.autocontrast(flat), flat)
 
 
 # ----------------------------------------------------------------------------- the batch policy
@@ -223,7 +224,24 @@ def test_same_seed_same_output_on_the_batch_device(device):
         assert (a.cpu().int() - cpu.int()).abs().le(1).float().mean() > 0.999
 
 
-# ----------------------------------------------------------------------------- cutout
+# ----------------------------------------------------------------------------- crop, flip, cutout
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_crop_flip_is_the_drawn_crop_and_mirror(flip):
+    n, pad = 64, 4
+    x = images(n=n // 3 + 1)[:n]
+    out = A.crop_flip(x, torch.Generator().manual_seed(5), flip)
+    g = torch.Generator().manual_seed(5)
+    oy, ox = (torch.randint(0, 2 * pad + 1, (n,), generator=g).tolist() for _ in range(2))
+    mirror = (torch.rand(n, generator=g) < 0.5).tolist() if flip else [False] * n
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    for i in range(n):
+        want = padded[i, :, oy[i] : oy[i] + 32, ox[i] : ox[i] + 32]
+        assert torch.equal(out[i], want.flip(2) if mirror[i] else want), i
+    assert 0 < sum(mirror) < n or not flip
+
+
 
 
 @pytest.mark.parametrize("size", [16, 8, 5])
