@@ -29,7 +29,9 @@ class DataConfig:
     meta_per_class: int = 10  # H: balanced meta set, input `a` and meta batches
     val_per_class: int = 10  # V: balanced validation set, model selection and search only
     profile: Literal["standard", "paper"] = "standard"
-    augment: Literal["none", "crop_flip", "autoaugment"] = "none"
+    # crop_flip: random crop + flip; autoaugment: + AutoAugment; autoaugment_cutout: + Cutout
+    augment: Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"] = "none"
+    cutout_size: int = 16  # side of the Cutout square in pixels (autoaugment_cutout)
     batch_size: int = 64
     meta_batch_size: int = 100
     eval_batch_size: int = 512
@@ -224,6 +226,7 @@ def validate(cfg: Config) -> None:
         "data.batch_size": cfg.data.batch_size,
         "data.meta_batch_size": cfg.data.meta_batch_size,
         "data.eval_batch_size": cfg.data.eval_batch_size,
+        "data.cutout_size": cfg.data.cutout_size,
         "train.epochs": cfg.train.epochs,
         "optim.lr": cfg.optim.lr,
         "method.meta_interval": cfg.method.meta_interval,

@@ -123,7 +123,7 @@ class Trainer:
         d = cfg.data
         self.train_batches = make_batches(
             self.ds.train, self.ds, d.batch_size, shuffle=True, augment=d.augment,
-            device=self.device, num_workers=d.num_workers,
+            device=self.device, num_workers=d.num_workers, cutout_size=d.cutout_size,
         )
         self.meta_batches = (
             MetaBatches(self.ds.meta, self.ds, d.meta_batch_size, self.device, d.num_workers)

@@ -209,7 +209,7 @@ CIFAR_RECIPE: dict[str, Any] = {
         "meta_per_class": 25,
         "val_per_class": 25,
         "profile": "standard",
-        "augment": "autoaugment",
+        "augment": "autoaugment_cutout",  # §6: crop(pad 4)+flip+AutoAugment+Cutout
         "batch_size": 128,
         "meta_batch_size": 100,
     },

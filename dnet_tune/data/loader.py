@@ -2,9 +2,11 @@
 
 Every random choice (order, crops, flips, AutoAugment, Cutout, file augmentations) is drawn from
 the CPU `torch.Generator` passed to `epoch`/`stream`, never from global state that model code also
-consumes, so a run is reproducible and resumable from the generator's state alone. Ops that only
-exist per sample (torchvision AutoAugment, PIL transforms) read the global RNG; they run under
-`torch.random.fork_rng` seeded from the generator, which leaves the caller's global RNG untouched.
+consumes, so a run is reproducible and resumable from the generator's state alone. In-memory
+batches are augmented as whole batches on their device (`dnet_tune.data.augment`). File
+datasets decode and augment per image in DataLoader workers with PIL transforms, which read the
+global RNG; each item runs under `torch.random.fork_rng` seeded from the generator, which leaves
+the caller's global RNG untouched.
 """
 
 from __future__ import annotations
@@ -12,17 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout
 from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.errors import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 _SEED_HIGH = 2**62
-
-
-def _draw_seed(gen: torch.Generator | None) -> int:
-    return int(torch.randint(0, _SEED_HIGH, (1,), generator=gen).item())
 
 
 class _Normalize:
@@ -38,42 +37,13 @@ class _Normalize:
         return x.float() * self.scale - self.shift
 
 
-def crop_flip(x: torch.Tensor, gen: torch.Generator | None, flip: bool) -> torch.Tensor:
-    """Random crop after zero padding (4 px at 32 px, scaled as max(1, size//8)) + h-flip."""
-    b, _, hgt, wid = x.shape
-    pad = max(1, hgt // 8)
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    padded = F.pad(x, (pad, pad, pad, pad))
-    rows = oy[:, None] + torch.arange(hgt, device=x.device)
-    cols = ox[:, None] + torch.arange(wid, device=x.device)
-    bidx = torch.arange(b, device=x.device)[:, None, None]
-    out = padded[bidx, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    if flip:
-        mirror = (torch.rand(b, generator=gen) < 0.5).to(x.device)
-        out = torch.where(mirror[:, None, None, None], out.flip(3), out)
-    return out.contiguous()
-
-
-def cutout(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-    """One square hole of side size//2 (16 at 32 px), centre uniform, clipped at the border.
-
-    Applied after normalisation, so the hole is the mean colour (DeVries & Taylor's convention).
-    """
-    b, _, hgt, wid = x.shape
-    side = max(1, hgt // 2)
-    cy = torch.randint(0, hgt, (b, 1), generator=gen).to(x.device)
-    cx = torch.randint(0, wid, (b, 1), generator=gen).to(x.device)
-    ar_h = torch.arange(hgt, device=x.device)[None]
-    ar_w = torch.arange(wid, device=x.device)[None]
-    in_rows = (ar_h >= cy - side // 2) & (ar_h < cy - side // 2 + side)
-    in_cols = (ar_w >= cx - side // 2) & (ar_w < cx - side // 2 + side)
-    hole = in_rows[:, :, None] & in_cols[:, None, :]
-    return x.masked_fill(hole[:, None], 0.0)
-
-
 class TensorBatches:
-    """Batches of an in-memory split; the uint8 images are moved to `device` once."""
+    """Batches of an in-memory split; the uint8 images are moved to `device` once.
+
+    `augment`: crop_flip = random crop (zero padding) + h-flip (RGB only); autoaugment = that +
+    AutoAugment (CIFAR-10 policy); autoaugment_cutout = that + Cutout of `cutout_size` px (the
+    CIFAR recipe of the spec's §6). Everything runs on `device` before and after normalisation.
+    """
 
     def __init__(
         self,
@@ -85,10 +55,11 @@ class TensorBatches:
         augment: str,
         device: torch.device,
         drop_last: bool = False,
+        cutout_size: int = 16,
     ) -> None:
         if split.images is None:
             raise ValueError("TensorBatches needs an in-memory split (images, not paths)")
-        if augment not in ("none", "crop_flip", "autoaugment"):
+        if augment not in AUGMENTS:
             raise ValueError(f"unknown augment {augment!r}")
         self.images = split.images.to(device)
         # a copy: arrays from the Ray object store are read-only (zero-copy) and torch warns
@@ -100,11 +71,11 @@ class TensorBatches:
         self.drop_last = drop_last
         self.flip = ds.in_channels == 3  # digits are not mirror-symmetric, natural images are
         self.normalize = _Normalize(ds, device)
-        self._autoaugment = None
-        if augment == "autoaugment":
-            from torchvision.transforms import AutoAugment, AutoAugmentPolicy
-
-            self._autoaugment = AutoAugment(AutoAugmentPolicy.CIFAR10)
+        self.cutout_size = cutout_size if augment == "autoaugment_cutout" else 0
+        self._autoaugment = (
+            AutoAugment(height=ds.image_size, width=ds.image_size)
+            if augment.startswith("autoaugment") else None
+        )
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -115,13 +86,10 @@ class TensorBatches:
             return self.normalize(x)
         x = crop_flip(x, gen, self.flip)
         if self._autoaugment is not None:
-            aa = self._autoaugment
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_draw_seed(gen))
-                x = torch.stack([aa(img) for img in x.cpu()]).to(self.device)
+            x = self._autoaugment(x, gen)
         x = self.normalize(x)
-        if self._autoaugment is not None:
-            x = cutout(x, gen)
+        if self.cutout_size:
+            x = cutout(x, gen, self.cutout_size)
         return x
 
     def epoch(self, generator: torch.Generator | None) -> Iterator[Batch]:
@@ -196,6 +164,10 @@ class FileBatches:
     ) -> None:
         if split.paths is None:
             raise ValueError("FileBatches needs a split with paths")
+        if augment == "autoaugment_cutout":
+            raise UserError(f"data.augment=autoaugment_cutout is the CIFAR recipe for in-memory "
+                            f"datasets; {ds.name} is decoded from files: use none, crop_flip or "
+                            f"autoaugment")
         self.dataset = _FileDataset(split.paths, split.labels.tolist(), file_transform(ds, augment))
         self.n = len(split.paths)
         self.batch_size = batch_size
@@ -247,11 +219,12 @@ def make_batches(
     device: torch.device,
     num_workers: int = 0,
     drop_last: bool = False,
+    cutout_size: int = 16,
 ) -> TensorBatches | FileBatches:
     """TensorBatches for in-memory splits, FileBatches for path splits."""
     if split.in_memory:
         return TensorBatches(split, ds, batch_size, shuffle=shuffle, augment=augment,
-                             device=device, drop_last=drop_last)
+                             device=device, drop_last=drop_last, cutout_size=cutout_size)
     return FileBatches(split, ds, batch_size, shuffle=shuffle, augment=augment, device=device,
                        num_workers=num_workers, drop_last=drop_last)
 

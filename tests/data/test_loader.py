@@ -32,7 +32,7 @@ def batches_of(loader, seed):
     return list(loader.epoch(torch.Generator().manual_seed(seed)))
 
 
-@pytest.mark.parametrize("augment", ["none", "crop_flip", "autoaugment"])
+@pytest.mark.parametrize("augment", ["none", "crop_flip", "autoaugment", "autoaugment_cutout"])
 def test_same_seed_same_batches_different_seed_different(augment):
     ds = synthetic()
     loader = TensorBatches(ds.train, ds, 16, shuffle=True, augment=augment, device=CPU)
@@ -89,7 +89,8 @@ def test_crop_flip_is_a_padded_crop(size, channels, pad):
 
 def test_cutout_makes_a_mean_coloured_hole():
     ds = synthetic(n=8)
-    loader = TensorBatches(ds.train, ds, 8, shuffle=False, augment="autoaugment", device=CPU)
+    loader = TensorBatches(ds.train, ds, 8, shuffle=False, augment="autoaugment_cutout",
+                           device=CPU)
     ((x, _),) = batches_of(loader, 0)
     zeros = (x == 0).all(dim=1).flatten(1).sum(1)  # hole pixels are 0 in every channel
     assert (zeros >= 8 * 8).all()  # a 16×16 hole clipped at a corner still covers 8×8
