@@ -118,9 +118,10 @@ def pack_mode(args: argparse.Namespace) -> None:
                      "per_trial_images_per_s": [g[2] / g[1] for g in got],
                      "peak_gpu_mem_gib_per_trial": max(g[3] for g in got)})
         print(f"{n} trials: {images / wall:.0f} images/s total ({wall:.1f}s)", flush=True)
-    atomic_write_json(args.out, {"mode": "pack", "mps": args.mps, "dataset": args.dataset,
-                                 "sets": args.set, "epochs": args.epochs,
-                                 "device": _device_info(), "rows": rows})
+        # after every N: a run cut off by a time limit keeps the packings it finished
+        atomic_write_json(args.out, {"mode": "pack", "mps": args.mps, "dataset": args.dataset,
+                                     "sets": args.set, "epochs": args.epochs,
+                                     "device": _device_info(), "rows": rows})
 
 
 def main() -> int:
