@@ -23,6 +23,8 @@ non-blocking copy per call, so a GPU is never waited for inside an epoch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -93,6 +95,26 @@ def magnitude(op: str, level: int | None, height: int, width: int) -> float:
     if op == "Posterize":
         return float(8 - round(level / ((NUM_BINS - 1) / 4)))
     return 0.0
+
+
+@contextmanager
+def host_threads(device: torch.device, n: int = 1) -> Iterator[None]:
+    """Run a batch's augmentation on the CPU with `n` intra-op threads, then restore the count.
+
+    Augmentation is hundreds of small ops per batch. With two threads on a 2-core machine that
+    other processes also use, each parallel region waits for a descheduled partner thread: the
+    CIFAR recipe ran at 1,700 images/s with 2 threads and 24,000 with 1 in the same minute
+    (docs/benchmarks.md). Model code keeps the caller's thread count; a GPU run is unaffected.
+    """
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- crop, flip, cutout

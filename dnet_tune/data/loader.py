@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout
+from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout, host_threads
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.errors import UserError
 
@@ -84,12 +84,13 @@ class TensorBatches:
     def _augment(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if self.augment == "none":
             return self.normalize(x)
-        x = crop_flip(x, gen, self.flip)
-        if self._autoaugment is not None:
-            x = self._autoaugment(x, gen)
-        x = self.normalize(x)
-        if self.cutout_size:
-            x = cutout(x, gen, self.cutout_size)
+        with host_threads(self.device):
+            x = crop_flip(x, gen, self.flip)
+            if self._autoaugment is not None:
+                x = self._autoaugment(x, gen)
+            x = self.normalize(x)
+            if self.cutout_size:
+                x = cutout(x, gen, self.cutout_size)
         return x
 
     def epoch(self, generator: torch.Generator | None) -> Iterator[Batch]:
