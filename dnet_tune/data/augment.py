@@ -5,13 +5,13 @@ batches used to leave the device, run per image on the host and come back; on a 
 augmentation, not the model, the bottleneck. Here every op takes a whole group of images at once
 and stays on the images' device (the ops themselves, equal to torchvision's: `augment_ops`).
 
-Why not Kornia (0.9.0, checked for this module; numbers in docs/benchmarks.md): its AutoAugment
+Why not Kornia (0.9.0, checked for this module; details in docs/benchmarks.md): its AutoAugment
 picks one sub-policy per call, i.e. per batch, where the policy is defined per image; its
 parameters come from torch's global RNG with no way to pass a `torch.Generator` (a `generator=`
-argument is refused), and our runs must replay exactly from their own generator; and its ops are
-not torchvision's (magnitudes sampled within a bin instead of the bin's value, shear scaled to
-degrees without atan, a different contrast and sharpness: up to 79 and 104 grey levels apart from
-`torchvision.transforms.v2.functional` on uint8 images).
+argument is refused), and our runs must replay exactly from their own generator; and its policy
+is not torchvision's (magnitudes sampled within a bin instead of the bin's value, shear scaled
+to degrees without atan). Its float ops agree with torchvision's uint8 ops to ±1 grey level at
+best, where ours are bit-equal.
 
 Randomness: only parameters are random (a few numbers per image); they are drawn on the CPU from
 the caller's generator, so the same generator gives the same choices on any device and the global
@@ -103,7 +103,7 @@ def host_threads(device: torch.device, n: int = 1) -> Iterator[None]:
 
     Augmentation is hundreds of small ops per batch. With two threads on a 2-core machine that
     other processes also use, each parallel region waits for a descheduled partner thread: the
-    CIFAR recipe ran at 1,700 images/s with 2 threads and 24,000 with 1 in the same minute
+    CIFAR recipe ran at 1,700 images/s with 2 threads and 24,000 with 1 in runs minutes apart
     (docs/benchmarks.md). Model code keeps the caller's thread count; a GPU run is unaffected.
     """
     before = torch.get_num_threads()

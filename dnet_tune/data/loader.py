@@ -84,13 +84,12 @@ class TensorBatches:
     def _augment(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if self.augment == "none":
             return self.normalize(x)
-        with host_threads(self.device):
-            x = crop_flip(x, gen, self.flip)
-            if self._autoaugment is not None:
-                x = self._autoaugment(x, gen)
-            x = self.normalize(x)
-            if self.cutout_size:
-                x = cutout(x, gen, self.cutout_size)
+        x = crop_flip(x, gen, self.flip)
+        if self._autoaugment is not None:
+            x = self._autoaugment(x, gen)
+        x = self.normalize(x)
+        if self.cutout_size:
+            x = cutout(x, gen, self.cutout_size)
         return x
 
     def epoch(self, generator: torch.Generator | None) -> Iterator[Batch]:
@@ -101,7 +100,9 @@ class TensorBatches:
             order = torch.arange(n, device=self.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self._augment(self.images[idx], generator), self.labels[idx]
+            with host_threads(self.device):  # not across the yield: the model keeps its threads
+                x = self._augment(self.images[idx], generator)
+            yield x, self.labels[idx]
 
 
 class _FileDataset(Dataset[Batch]):
@@ -276,7 +277,9 @@ class MetaBatches:
             t = self._tensors
             for idx in self._index_batches(generator):
                 i = torch.tensor(idx, device=self.device)
-                yield t.normalize(t.images[i]), t.labels[i]
+                with host_threads(self.device):
+                    x = t.normalize(t.images[i])
+                yield x, t.labels[i]
         else:
             assert self._files is not None
             batches = ([(i, -1) for i in idx] for idx in self._index_batches(generator))
