@@ -25,6 +25,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/meta_step.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/loader.py
 
 clean-venv:
 	rm -rf $(VENV)

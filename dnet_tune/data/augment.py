@@ -5,13 +5,13 @@ batches used to leave the device, run per image on the host and come back; on a 
 augmentation, not the model, the bottleneck. Here every op takes a whole group of images at once
 and stays on the images' device (the ops themselves, equal to torchvision's: `augment_ops`).
 
-Why not Kornia (0.9.0, checked for this module; numbers in docs/benchmarks.md): its AutoAugment
+Why not Kornia (0.9.0, checked for this module; details in docs/benchmarks.md): its AutoAugment
 picks one sub-policy per call, i.e. per batch, where the policy is defined per image; its
 parameters come from torch's global RNG with no way to pass a `torch.Generator` (a `generator=`
-argument is refused), and our runs must replay exactly from their own generator; and its ops are
-not torchvision's (magnitudes sampled within a bin instead of the bin's value, shear scaled to
-degrees without atan, a different contrast and sharpness: up to 79 and 104 grey levels apart from
-`torchvision.transforms.v2.functional` on uint8 images).
+argument is refused), and our runs must replay exactly from their own generator; and its policy
+is not torchvision's (magnitudes sampled within a bin instead of the bin's value, shear scaled
+to degrees without atan). Its float ops agree with torchvision's uint8 ops to ±1 grey level at
+best, where ours are bit-equal.
 
 Randomness: only parameters are random (a few numbers per image); they are drawn on the CPU from
 the caller's generator, so the same generator gives the same choices on any device and the global
@@ -23,8 +23,11 @@ non-blocking copy per call, so a GPU is never waited for inside an epoch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -94,6 +97,26 @@ def magnitude(op: str, level: int | None, height: int, width: int) -> float:
     return 0.0
 
 
+@contextmanager
+def host_threads(device: torch.device, n: int = 1) -> Iterator[None]:
+    """Run a batch's augmentation on the CPU with `n` intra-op threads, then restore the count.
+
+    Augmentation is hundreds of small ops per batch. With two threads on a 2-core machine that
+    other processes also use, each parallel region waits for a descheduled partner thread: the
+    CIFAR recipe ran at 1,700 images/s with 2 threads and 24,000 with 1 in runs minutes apart
+    (docs/benchmarks.md). Model code keeps the caller's thread count; a GPU run is unaffected.
+    """
+    before = torch.get_num_threads()
+    if device.type != "cpu" or before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------- crop, flip, cutout
 
 
@@ -109,7 +132,7 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator | None, flip: bool) -> torch
     draws = [torch.randint(0, 2 * pad + 1, (b,), generator=gen) for _ in range(2)]
     if flip:
         draws.append((torch.rand(b, generator=gen) < 0.5).long())
-    oy, ox, *mirror = to_device(torch.stack(draws), dev).view(-1, b, 1, 1)
+    oy, ox, *mirror = to_device(torch.stack(draws).numpy(), dev).view(-1, b, 1, 1)
     cols = torch.arange(wid, device=dev).expand(b, 1, wid)
     if mirror:
         cols = torch.where(mirror[0].bool(), cols.flip(2), cols)
@@ -126,7 +149,7 @@ def cutout(x: torch.Tensor, gen: torch.Generator | None, size: int) -> torch.Ten
     """
     b, _, hgt, wid = x.shape
     centre = torch.stack([torch.randint(0, n, (b,), generator=gen) for n in (hgt, wid)])
-    top, left = to_device(centre - size // 2, x.device).view(2, b, 1)
+    top, left = to_device((centre - size // 2).numpy(), x.device).view(2, b, 1)
     ar_h = torch.arange(hgt, device=x.device)[None]
     ar_w = torch.arange(wid, device=x.device)[None]
     in_rows = (ar_h >= top) & (ar_h < top + size)
@@ -148,7 +171,7 @@ class Draw(NamedTuple):
     magnitude: torch.Tensor  # float64, signed
 
 
-Group = tuple[Apply, torch.Tensor, torch.Tensor]  # op, image indices, (N, k) parameters
+Group = tuple[Apply, np.ndarray, np.ndarray]  # group function, image indices, (N, k) params
 
 
 class AutoAugment:
@@ -179,14 +202,15 @@ class AutoAugment:
             raise ValueError(f"images are {tuple(x.shape[-2:])}, the policy was built for "
                              f"{(self.height, self.width)}")
         d = self.draw(len(x), gen)
+        op, applied, mag = d.op.numpy(), d.applied.numpy(), d.magnitude.numpy()
         groups = [g for slot in range(2) for g in self._groups(
-            d.op[:, slot], d.applied[:, slot], d.magnitude[:, slot])]
+            op[:, slot], applied[:, slot], mag[:, slot])]
         out = x.clone()
         if not groups:
             return out
         # two copies to the device for the whole batch, then slices of them
-        index = to_device(torch.cat([ids for _, ids, _ in groups]), x.device)
-        params = to_device(torch.cat([p.flatten() for _, _, p in groups]), x.device)
+        index = to_device(np.concatenate([ids for _, ids, _ in groups]), x.device)
+        params = to_device(np.concatenate([p.ravel() for _, _, p in groups]), x.device)
         i = j = 0
         for fn, _, p in groups:  # slot 0's groups first: the ops compose in policy order
             n, k = p.shape
@@ -195,14 +219,14 @@ class AutoAugment:
             i, j = i + n, j + n * k
         return out
 
-    def _groups(self, op: torch.Tensor, applied: torch.Tensor, mag: torch.Tensor) -> list[Group]:
-        """One op slot: images by op; ops with one implementation (all geometric ops, Solarize
-        and Invert) form one group. An image is in at most one group of a slot."""
-        parts: dict[Apply, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        for k in op[applied].unique().tolist():
-            ids = (applied & (op == k)).nonzero().squeeze(1)
+    def _groups(self, op: np.ndarray, applied: np.ndarray, mag: np.ndarray) -> list[Group]:
+        """One op slot, planned on the CPU: images by group function (ops that share one are
+        one group). An image is in at most one group of a slot."""
+        parts: dict[Apply, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+        for k in np.unique(op[applied]).tolist():
+            ids = np.flatnonzero(applied & (op == k))
             make_params, fn = augment_ops.OPS[OPS[k]]
             idx_list, param_list = parts.setdefault(fn, ([], []))
             idx_list.append(ids)
             param_list.append(make_params(mag[ids], self.height, self.width))
-        return [(fn, torch.cat(i), torch.cat(p)) for fn, (i, p) in parts.items()]
+        return [(fn, np.concatenate(i), np.concatenate(p)) for fn, (i, p) in parts.items()]

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout
+from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout, host_threads
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.errors import UserError
 
@@ -100,7 +100,9 @@ class TensorBatches:
             order = torch.arange(n, device=self.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield self._augment(self.images[idx], generator), self.labels[idx]
+            with host_threads(self.device):  # not across the yield: the model keeps its threads
+                x = self._augment(self.images[idx], generator)
+            yield x, self.labels[idx]
 
 
 class _FileDataset(Dataset[Batch]):
@@ -275,7 +277,9 @@ class MetaBatches:
             t = self._tensors
             for idx in self._index_batches(generator):
                 i = torch.tensor(idx, device=self.device)
-                yield t.normalize(t.images[i]), t.labels[i]
+                with host_threads(self.device):
+                    x = t.normalize(t.images[i])
+                yield x, t.labels[i]
         else:
             assert self._files is not None
             batches = ([(i, -1) for i in idx] for idx in self._index_batches(generator))

@@ -314,3 +314,19 @@ def test_config_and_recipes():
     with pytest.raises(UserError, match="in-memory"):
         FileBatches(files, ds, 1, shuffle=True, augment="autoaugment_cutout",
                     device=torch.device("cpu"))
+
+
+def test_host_threads_is_one_thread_on_the_cpu_only_and_restores():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with A.host_threads(torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(KeyError), A.host_threads(torch.device("cpu")):
+            raise KeyError
+        assert torch.get_num_threads() == 2
+        with A.host_threads(torch.device("cuda")):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
