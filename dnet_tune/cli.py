@@ -129,6 +129,9 @@ def _add_tune_commands(sub: Any) -> None:
     s.add_argument("--wait-for-gpus", type=_fraction, default=0.0, metavar="SECONDS",
                    help="on an autoscaling cluster: request --gpus from the autoscaler and "
                         "wait up to SECONDS for them (default 0: use what is there)")
+    s.add_argument("--max-failures", type=int, default=3, metavar="N",
+                   help="retries of a trial whose worker dies (OOM, preemption), each from "
+                        "its last checkpoint (default 3)")
     s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else local)")
     s.add_argument("--storage", default="./dnet-results", help="results root: path or URI")
     s.add_argument("--name", help="experiment name (default <dataset>-<method>-<time>)")
@@ -281,7 +284,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         storage=args.storage, name=args.name, seed=args.seed, smoke=args.smoke,
         confirm=not args.no_confirm, confirm_top=args.confirm_top,
         confirm_seeds=args.confirm_seeds, sets=args.set, data_dir=args.data_dir,
-        wait_for_gpus=args.wait_for_gpus,
+        wait_for_gpus=args.wait_for_gpus, max_failures=args.max_failures,
     )
     try:
         outcome = run_search(req, make_console(args.quiet))
@@ -289,12 +292,22 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"dnet-tune: error: {exc}", file=sys.stderr)
         return 1
     if outcome.best is None:
-        errors = [r["error"] for r in outcome.summary if r["error"]]
-        first = f"; first error: {errors[0]}" if errors else ""
-        print(f"dnet-tune: error: no trial of '{outcome.experiment}' reported a result"
-              f"{first}; see the trials' error.txt", file=sys.stderr)
+        print(f"dnet-tune: error: {_no_usable_result(outcome.experiment, outcome.summary)}",
+              file=sys.stderr)
         return 1
     return 0
+
+
+def _no_usable_result(experiment: str, summary: list[dict[str, Any]]) -> str:
+    """One line: how the trials ended and the first reason, so the fix is obvious."""
+    counts: dict[str, int] = {}
+    for r in summary:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    how = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trials"
+    errors = [r["error"] for r in summary if r["error"]]
+    first = f"; first: {errors[0]}" if errors else ""
+    where = "; see the trials' error.txt" if counts.get("errored") else ""
+    return (f"no trial of '{experiment}' reported a usable result ({how}){first}{where}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ class SearchRequest:
     data_dir: str | None = None
     reuse_actors: bool = True  # off only to measure what reuse saves (bench/search.py)
     wait_for_gpus: float = 0.0  # seconds to let an autoscaling cluster bring up --gpus
+    max_failures: int = 3  # retries of a trial whose worker died, each from its last checkpoint
 
 
 @dataclass
@@ -76,6 +77,8 @@ def check_arguments(req: SearchRequest) -> None:
                     ("--grace-period", req.grace_period)):
         if v is not None and v < 1:
             raise UserError(f"{flag} must be >= 1, got {v}")
+    if req.max_failures < 0:
+        raise UserError(f"--max-failures must be >= 0, got {req.max_failures}")
     if req.wait_for_gpus < 0:
         raise UserError(f"--wait-for-gpus must be >= 0 seconds, got {req.wait_for_gpus:g}")
     if req.wait_for_gpus > 0 and not req.gpus:

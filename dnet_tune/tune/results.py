@@ -43,6 +43,7 @@ class TrialRecord:
     index: int = 0  # start order within the search: the last tie-breaker of a ranking
     rows: list[dict[str, Any]] = field(default_factory=list)
     errored: bool = False
+    diverged: bool = False  # its training loss became non-finite: ended cleanly, not errored
     error: str = ""
 
 
@@ -64,9 +65,12 @@ def _better(a: float | None, b: float | None) -> bool:
     return a is not None and math.isfinite(a) and (b is None or a > b)
 
 
-def trial_status(last_epoch: int, max_epochs: int, errored: bool = False) -> str:
+def trial_status(last_epoch: int, max_epochs: int, errored: bool = False,
+                 diverged: bool = False) -> str:
     if errored:
         return "errored"
+    if diverged:  # a property of the config (e.g. a learning rate too high), not a failure
+        return "diverged"
     # ASHA is the only thing that ends a healthy trial before max_epochs
     return "finished" if last_epoch >= max_epochs else "stopped"
 
@@ -80,7 +84,7 @@ def summary_rows(records: list[TrialRecord], max_epochs: int) -> list[dict[str, 
                 best = row
         last = rec.rows[-1]["epoch"] if rec.rows else 0
         row = {"trial_id": rec.trial_id, "method": rec.method, "trial_index": rec.index,
-               "status": trial_status(last, max_epochs, rec.errored),
+               "status": trial_status(last, max_epochs, rec.errored, rec.diverged),
                "last_epoch": last, "best_epoch": best["epoch"] if best else None,
                "best_val_acc": best["val_acc"] if best else None}
         row.update({f"{k}_at_best": (best or {}).get(k) for k in AT_BEST if k != "val_acc"})

@@ -73,10 +73,24 @@ class Recorder(tune.Callback):
                         result: dict[str, Any], **info: Any) -> None:
         rec = self._record(trial)
         row = epoch_row(result)
-        # a restored trial re-reports nothing twice, but keep the table one row per epoch
-        rec.rows = [r for r in rec.rows if r["epoch"] != row["epoch"]] + [row]
+        # A trial retried after its worker died resumes from its last registered checkpoint,
+        # which may be an epoch behind its last report: the replayed epoch replaces the first
+        # (the same numbers: the checkpoint restores the RNG), so the table keeps one row per
+        # epoch, in order.
+        rows = {r["epoch"]: r for r in rec.rows}
+        rows[row["epoch"]] = row
+        rec.rows = [rows[e] for e in sorted(rows)]
+        if row.get("diverged"):
+            rec.diverged = True
+            rec.error = str(row.get("divergence", "training diverged"))
         if self.view is not None:
             self.view.result(trial.trial_id, row)
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any,
+                         **info: Any) -> None:
+        if self.view is not None:
+            self.view.note(f"trial {trial.trial_id} lost its worker; retrying from its last "
+                           f"checkpoint (failure {trial.num_failures})")
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
                           **info: Any) -> None:
@@ -85,7 +99,8 @@ class Recorder(tune.Callback):
         last = rec.rows[-1]["epoch"] if rec.rows else 0
         if self.view is not None:
             max_epochs = self.trial_setup.base["train"]["epochs"]
-            self.view.done(trial.trial_id, trial_status(last, max_epochs))
+            self.view.done(trial.trial_id,
+                           trial_status(last, max_epochs, diverged=rec.diverged))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.running.discard(trial.trial_id)
@@ -113,6 +128,22 @@ def trial_dirname(trial: Any) -> str:
 
 
 @dataclass
+class TunerSpec:
+    """Everything a Tuner is built from (and a restored one checked against)."""
+
+    space: SearchSpace
+    methods: list[str]
+    seed: int
+    budget: Budget
+    base: dict[str, Any]
+    resources: Resources
+    name: str
+    storage: str
+    reuse_actors: bool = True
+    max_failures: int = 3
+
+
+@dataclass
 class TunerRun:
     """What `build_tuner` made and `collect` reads back."""
 
@@ -121,9 +152,7 @@ class TunerRun:
     data: DataHandle
 
 
-def build_tuner(space: SearchSpace, methods: list[str], seed: int, budget: Budget,
-                base: dict[str, Any], data: DataHandle, res: Resources, name: str,
-                storage: str, reuse_actors: bool, view: SearchView) -> TunerRun:
+def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView) -> TunerRun:
     import optuna
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -133,13 +162,14 @@ def build_tuner(space: SearchSpace, methods: list[str], seed: int, budget: Budge
     # Ray's newer console output prints its own banner even at verbose 0; the classic reporter
     # at verbose 0 is silent, and our view replaces it.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    space, methods, budget, res = spec.space, spec.methods, spec.budget, spec.resources
     virtual = frozenset(n for m in methods for n in space.virtual_names(m))
-    setup = TrialSetup(base, virtual)
+    setup = TrialSetup(spec.base, virtual)
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, setup=setup),
                                     resources)
     searchers = {m: OptunaSearch(space=define_by_run(space, m), metric="val_acc", mode="max",
-                                 sampler=optuna.samplers.TPESampler(seed=seed))
+                                 sampler=optuna.samplers.TPESampler(seed=spec.seed))
                  for m in methods}
     searcher = PerMethodSearcher(searchers, budget.trials, metric="val_acc", mode="max")
     scheduler = PerMethodScheduler(
@@ -155,12 +185,15 @@ def build_tuner(space: SearchSpace, methods: list[str], seed: int, budget: Budge
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=res.slots),
             # a finished trial's worker takes the next trial: no new process, no second
             # `import torch` (~3.5 s) per trial; every trial still seeds itself from its config
-            reuse_actors=reuse_actors,
+            reuse_actors=spec.reuse_actors,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=0, callbacks=[recorder],
+            name=spec.name, storage_path=spec.storage, verbose=0, callbacks=[recorder],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # a trial whose worker dies (kill, OOM, spot preemption) goes back to PENDING and
+            # resumes from its last checkpoint, at most this many times
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         ),
     )
     return TunerRun(tuner, recorder, data)

@@ -117,8 +117,9 @@ def _execute(req: SearchRequest, space: SearchSpace, methods: list[str], budget:
     data = DataHandle(ray.put(dataset))  # the one object-store copy every trial reads
     view = SearchView(console, f"{name}: {req.dataset} · {', '.join(methods)}",
                       budget.trials * len(methods))
-    run = runner.build_tuner(space, methods, req.seed, budget, base, data, res, name, root,
-                             req.reuse_actors, view)
+    spec = runner.TunerSpec(space, methods, req.seed, budget, base, res, name, root,
+                            req.reuse_actors, req.max_failures)
+    run = runner.build_tuner(spec, data, view)
     runner.fit_quietly(run, view)
     records = runner.collect(run)
     summary = results.summary_rows(records, budget.max_epochs)

@@ -55,6 +55,9 @@ class SearchView:
         self.state[trial_id] = status
         self.live.update(self._render())
 
+    def note(self, message: str) -> None:
+        self.console.print(message)
+
     def error(self, trial_id: str, message: str) -> None:
         self.state[trial_id] = "errored"
         self.console.print(f"[red]trial {trial_id} failed:[/] {message}")
@@ -62,10 +65,12 @@ class SearchView:
 
     def _render(self) -> Group:
         counts = {s: sum(v == s for v in self.state.values())
-                  for s in ("running", "stopped", "finished", "errored")}
+                  for s in ("running", "stopped", "finished", "diverged", "errored")}
+        # a diverged trial is an answer about its config, not an error: counted, not shouted
+        diverged = f"diverged {counts['diverged']} · " if counts["diverged"] else ""
         line = (f"[bold]{self.title}[/]  {len(self.state)}/{self.trials} trials started · "
                 f"running {counts['running']} · stopped by ASHA {counts['stopped']} · "
-                f"finished {counts['finished']} · errored {counts['errored']} · "
+                f"finished {counts['finished']} · {diverged}errored {counts['errored']} · "
                 f"{time.monotonic() - self.start:.0f}s")
         best = (f"best so far: val_acc {pct(self.best[0])}% (trial {self.best[1]}, "
                 f"epoch {self.best[2]})" if self.best else "best so far: -")
