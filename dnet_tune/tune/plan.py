@@ -39,6 +39,8 @@ class SearchRequest:
     reuse_actors: bool = True  # off only to measure what reuse saves (bench/search.py)
     wait_for_gpus: float = 0.0  # seconds to let an autoscaling cluster bring up --gpus
     max_failures: int = 3  # retries of a trial whose worker died, each from its last checkpoint
+    optuna_storage: str | None = None  # a database URL for the studies (default: a journal file)
+    resume: str | None = None  # <storage>/<name> of an experiment to continue
 
 
 @dataclass
@@ -62,6 +64,15 @@ class SearchOutcome:
     experiment: str
     summary: list[dict[str, Any]]
     best: dict[str, Any] | None
+    interrupted: bool = False  # Ctrl-C: results so far written, resumable
+
+
+class SearchInterrupted(Exception):
+    """A second Ctrl-C stopped the driver at once; the experiment stays resumable."""
+
+    def __init__(self, experiment: str) -> None:
+        super().__init__(experiment)
+        self.experiment = experiment
 
 
 def check_arguments(req: SearchRequest) -> None:
