@@ -150,7 +150,7 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
         raise UserError(f"experiment '{exp}' already exists; pass another --name (or "
                         f"--resume {exp} to continue it)")
     check_storage(root)
-    started = connect(req.address)
+    local = connect(req.address)
     try:
         check_cluster(root)
         wait_for_gpus(req, console)
@@ -161,8 +161,8 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
     finally:
         if req.wait_for_gpus > 0 and ray.is_initialized():
             release_gpus()
-        if started:
-            ray.shutdown()
+        if local is not None:
+            local.shutdown()
 
 
 def _start_meta(plan: Plan, res: Resources, name: str) -> dict[str, Any]:

@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 MARK = "DNET_TEST_DRIVER_MARK"
 
 
-def driver_env(tmp_path: Path) -> dict[str, str]:
-    """The driver's environment: its Ray under tmp_path, and a mark that every process it
-    starts inherits (Ray's daemons and workers included), so they can be counted later."""
-    ray_dir = tmp_path / "ray"
-    ray_dir.mkdir(exist_ok=True)
+def driver_env(tmp_path_factory) -> dict[str, str]:
+    """The driver's environment: its Ray in a pytest tmp dir (a short one: Ray's socket paths
+    must fit in 107 bytes), and a mark that every process it starts inherits (Ray's daemons and
+    workers included), so they can be counted later."""
+    ray_dir = tmp_path_factory.mktemp("ray")
     env = dict(os.environ, DNET_RAY_TEMP_DIR=str(ray_dir), PYTHONPATH=str(ROOT),
                PYTHONUNBUFFERED="1")
     env[MARK] = uuid.uuid4().hex

@@ -9,7 +9,17 @@ import subprocess
 
 import optuna
 import pytest
-from drivers import ROOT, cli, driver_env, ended_trials, start, trial_rows, wait_until
+from drivers import (
+    MARK,
+    ROOT,
+    cli,
+    driver_env,
+    ended_trials,
+    marked_processes,
+    start,
+    trial_rows,
+    wait_until,
+)
 
 from dnet_tune.tune import studies
 
@@ -21,7 +31,7 @@ TRIALS, EPOCHS = 6, 4
 def killed(tmp_path_factory):
     """A search killed with SIGKILL once at least two trials had ended, as the tables showed."""
     tmp = tmp_path_factory.mktemp("killed")
-    env = driver_env(tmp)
+    env = driver_env(tmp_path_factory)
     space = tmp / "space.yaml"
     space.write_text((ROOT / "search_spaces" / "digits_lt.yaml").read_text())
     exp = tmp / "results" / "a"
@@ -36,6 +46,8 @@ def killed(tmp_path_factory):
         proc.kill()
         proc.wait()
     assert len(ended) < TRIALS * len(METHODS), "the search ended before the kill"
+    # the driver could clean nothing up; its watchdog did (Ray's agents outlive a kill -9)
+    wait_until(lambda: not marked_processes(env[MARK]), timeout=30, poll=0.5)
     return {"tmp": tmp, "env": env, "exp": exp, "space": space, "ended": ended, "rows": rows}
 
 
@@ -77,6 +89,7 @@ def test_resume_refuses_flags_and_an_edited_space_in_one_line(killed):
 def resumed(killed):
     res = _run(killed["env"], "search", "--resume", killed["exp"])
     assert res.returncode == 0, res.stdout + res.stderr
+    wait_until(lambda: not marked_processes(killed["env"][MARK]), timeout=30, poll=0.5)
     return {**killed, "out": res.stdout}
 
 
