@@ -31,3 +31,12 @@ def test_a_failed_write_keeps_the_raw_results_and_says_where(tmp_path):
     kept = json.loads(raw.read_text())
     assert kept["trials"][0]["trial_id"] == "t1"
     assert kept["trials"][0]["rows"][0]["val_acc"] == 0.5
+
+
+def test_a_trial_tune_has_not_ended_is_unfinished_in_the_live_summary():
+    rec = _record(1.0)
+    assert summary_rows([rec], 1)[0]["status"] == "unfinished"
+    rec.done = True
+    assert summary_rows([rec], 1)[0]["status"] == "finished"
+    rec.diverged = True
+    assert summary_rows([rec], 1)[0]["status"] == "diverged"

@@ -137,3 +137,12 @@ def test_resume_restores_asha_rungs_before_the_trials_and_each_study(resumed):
 def test_a_finished_experiment_is_not_resumed(resumed):
     res = _run(resumed["env"], "search", "--resume", resumed["exp"])
     assert res.returncode == 2 and "is finished; nothing to resume" in res.stderr
+
+
+def test_resume_of_something_else_is_one_line(cli, one_line_error, tmp_path):
+    code, _, err = cli("search", "--resume", tmp_path / "nothing")
+    one_line_error(code, err, "is not a dnet-tune experiment")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "search.json").write_text('{"status": "finished"}')
+    code, _, err = cli("search", "--resume", tmp_path / "old")
+    one_line_error(code, err, "older dnet-tune that could not resume")
