@@ -220,6 +220,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         final = train_to_dir(cfg, output, resume=args.resume,
                              epochs=args.epochs if args.resume else None,
                              on_start=on_start, on_epoch=on_epoch)
+    except FloatingPointError as exc:  # a diverged run is a result about the config
+        progress.stop()
+        print(f"dnet-tune: error: the run diverged: {exc} ({output} keeps what ran before); "
+              f"lower the learning rate (optim.lr) and train again", file=sys.stderr)
+        return 1
     finally:
         progress.stop()
     how = (f"best val_acc of {final['last_epoch']}" if final["selected_by"] == "val_acc"

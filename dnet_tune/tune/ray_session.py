@@ -80,6 +80,10 @@ def connect(address: str | None) -> LocalRay | None:
     os.environ.update(local.mark())
     try:
         ray.init(include_dashboard=False, **kwargs)
+    except OSError as exc:  # e.g. a temp dir so deep that Ray's socket paths do not fit
+        local.shutdown()
+        raise UserError(f"cannot start a local Ray: {exc}; set {RAY_TEMP_ENV} (or TMPDIR) to "
+                        f"a short, writable folder") from None
     except BaseException:
         local.shutdown()
         raise
