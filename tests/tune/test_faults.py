@@ -89,3 +89,21 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_with_identical_metric
         keys = set(uninterrupted) - NOT_COMPARED
         assert {k: searched[k] for k in keys} == {k: uninterrupted[k] for k in keys}, \
             searched["epoch"]
+
+
+def test_many_quick_asha_stops_with_reused_actors_error_no_trial(ray_local, run_cli, tmp_path):
+    """ray#29268: a reused actor may fail the next trial while the stopped trial's training
+    thread is still alive (Tune waits 2 s). Many trials stopped at the first rung, two at a
+    time on reused workers: none may error."""
+    res = run_cli("search", "--method", "ce", "--smoke", "--trials", 24, "--max-epochs", 3,
+                  "--grace-period", 1, "--reduction-factor", 4, "--no-confirm",
+                  "--storage", tmp_path, "--name", "reuse", "--seed", 0)
+    assert res["code"] == 0, res["err"]
+    exp = tmp_path / "reuse"
+    summary = pq.read_table(exp / "summary.parquet").to_pylist()
+    assert len(summary) == 24
+    statuses = [r["status"] for r in summary]
+    assert "errored" not in statuses, [r["error"] for r in summary if r["error"]]
+    assert statuses.count("stopped") >= 6, statuses  # ASHA really cut trials short
+    pids = {rep["pid"] for f in exp.glob("trial_*/result.json") for rep in _reports(f)}
+    assert len(pids) <= 6, pids  # the workers really were reused (2 slots, 24 trials)
