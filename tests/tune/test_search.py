@@ -295,15 +295,24 @@ def test_set_fixes_a_searched_parameter_in_every_trial(ray_local, cli, tmp_path)
         assert r.get("config/optim.lr") is None
 
 
-def test_failing_trials_are_recorded_and_the_search_exits_non_zero(ray_local, cli, tmp_path):
+def test_diverging_trials_end_cleanly_and_the_search_exits_non_zero(ray_local, cli, tmp_path):
+    """A NaN loss is an answer about the config (status `diverged`), not a trial error: no
+    traceback, no error line per trial, and with nothing usable the search exits 1."""
     code, out, err = cli("search", "--smoke", "--trials", 2, "--method", "difficulty_net",
                          "--set", "optim.lr=1e8", "--storage", tmp_path, "--name", "nan")
     assert code == 1
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "FloatingPointError: training loss became nan" in lines[0]
-    assert out.count("failed: FloatingPointError") == 2 and "Traceback" not in out + err
-    summary = pq.read_table(tmp_path / "nan" / "summary.parquet").to_pylist()
-    assert [r["status"] for r in summary] == ["errored", "errored"]
+    assert len(lines) == 1 and lines[0].startswith("dnet-tune: error: "), err
+    assert "reported a usable result (2 diverged)" in lines[0]
+    assert "training loss became nan at epoch 1" in lines[0]
+    assert "Traceback" not in out + err and "failed" not in out
+    assert "diverged 2" in out and "errored 0" in out
+    exp = tmp_path / "nan"
+    summary = pq.read_table(exp / "summary.parquet").to_pylist()
+    assert [r["status"] for r in summary] == ["diverged", "diverged"]
     assert all("nan at epoch 1" in r["error"] for r in summary)
-    assert all((tmp_path / "nan" / f"trial_{r['trial_id']}" / "error.txt").is_file()
-               for r in summary)
+    assert all(r["last_epoch"] == 1 and r["best_val_acc"] == 0.0 for r in summary)
+    rows = table_to_rows(pq.read_table(exp / "trials.parquet"))
+    assert len(rows) == 2 and all(r["diverged"] is True and r["val_acc"] == 0.0 for r in rows)
+    assert not any((exp / f"trial_{r['trial_id']}" / "error.txt").exists() for r in summary)
+    assert not (exp / "best_config.yaml").exists()
