@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", help="difficulty_net (default) or a baseline: ce, "
                                     "balanced_softmax, focal, class_balanced, cdb_ce")
     t.add_argument("--model", help="backbone (default: the dataset recipe's)")
-    t.add_argument("--epochs", type=int, help="training epochs (with --resume: the new total)")
+    t.add_argument("--epochs", type=int, help="stage-1 training epochs (with --resume: the new "
+                                              "total; stage 2 adds stage2.epochs)")
     t.add_argument("--seed", type=int, help="seed of every random draw of the run")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--config", help="YAML config (e.g. written by a run or by export)")
@@ -169,6 +170,7 @@ def _add_tune_commands(sub: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
+    from dnet_tune.config import total_epochs
     from dnet_tune.console import epoch_progress, epoch_status, final_table, make_console
     from dnet_tune.run import resolve_config, smoke_overrides, train_to_dir
 
@@ -200,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       f"{len(trainer.ds.train)} train images, {trainer.num_classes} classes · "
                       f"device {trainer.device} → {output}")
         progress.start()
-        task.append(progress.add_task("train", total=c.train.epochs, completed=trainer.epoch,
+        task.append(progress.add_task("train", total=total_epochs(c), completed=trainer.epoch,
                                       status=""))
 
     def on_epoch(m: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from dnet_tune.config import (
     config_to_dict,
     load_yaml,
     parse_set,
+    total_epochs,
 )
 from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
@@ -103,7 +104,11 @@ def train_to_dir(
             raise UserError(f"nothing to resume: '{ckpt}' does not exist")
         state = load_checkpoint(str(ckpt))
         cfg = config_from_dict(state["config"])
-        if epochs is not None:
+        if epochs is not None and epochs != cfg.train.epochs:
+            if cfg.stage2.enabled and int(state["epoch"]) > cfg.train.epochs:
+                raise UserError(f"the run is in stage 2 (epoch {state['epoch']}, stage 1 ended at "
+                                f"{cfg.train.epochs}): --epochs, the stage-1 length, cannot "
+                                f"change any more")
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
         trainer = Trainer(cfg)
         trainer.load_state_dict(state)
@@ -124,8 +129,8 @@ def train_to_dir(
         if on_epoch is not None:
             on_epoch(metrics)
     if trainer.best is None:
-        raise UserError(f"no epoch was run: train.epochs={trainer.cfg.train.epochs} is not above "
-                        f"the {trainer.epoch} epochs already done; pass --epochs")
+        raise UserError(f"no epoch was run: the run's {total_epochs(trainer.cfg)} epochs are not "
+                        f"above the {trainer.epoch} already done; pass --epochs")
     final = final_summary(trainer.best, trainer.epoch, trainer.selects_on_val)
     atomic_write_json(out / "final.json", final)
     return final
