@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "total; stage 2 adds stage2.epochs)")
     t.add_argument("--seed", type=int, help="seed of every random draw of the run")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--recipe", help="a published setting from recipes/ (e.g. paper: the "
+                                    "authors' CIFAR-LT two-stage recipe) or a recipe YAML")
     t.add_argument("--config", help="YAML config (e.g. written by a run or by export)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set method.lam=1.0 (repeatable)")
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     desc = dsub.add_parser("describe", help="per-class image counts of every split")
     desc.add_argument("dataset", help="registered dataset")
     desc.add_argument("--json", action="store_true", help="machine-readable output")
+    desc.add_argument("--recipe", help="apply a recipe's data settings (e.g. paper)")
     _add_data_options(desc)
     dl = dsub.add_parser("download", help="fetch CIFAR with torchvision (needs internet)")
     dl.add_argument("name", choices=["cifar10", "cifar100"], help="which dataset")
@@ -189,8 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if given:
                 overrides.setdefault(section, {}).update(given)
         overrides = merge(overrides, _data_overrides(args))
-        cfg = resolve_config(dataset=args.dataset, config_path=args.config, sets=args.set,
-                             overrides=overrides)
+        cfg = resolve_config(dataset=args.dataset, recipe=args.recipe, config_path=args.config,
+                             sets=args.set, overrides=overrides)
         output = args.output or f"runs/{cfg.data.name}-{cfg.method.name}-s{cfg.train.seed}"
 
     progress: Progress = epoch_progress(console)
@@ -240,7 +243,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     from dnet_tune.run import resolve_data_config
 
-    info = registry.describe(resolve_data_config(dataset=args.dataset,
+    info = registry.describe(resolve_data_config(dataset=args.dataset, recipe=args.recipe,
                                                  overrides=_data_overrides(args)))
     if args.json:
         print(json.dumps(info))

@@ -30,18 +30,23 @@ PROVENANCE_KEY = "provenance"  # extra block in exported configs; not part of th
 
 def smoke_overrides() -> dict[str, Any]:
     """Shrinks any run to seconds (CI, `--smoke`); the method and data stay the real ones."""
-    return {"train": {"epochs": 2}}
+    return {"train": {"epochs": 2}, "stage2": {"epochs": 1}}
 
 
 def resolve_dict(
     *,
     dataset: str | None = None,
+    recipe: str | None = None,
     config_path: str | None = None,
     sets: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """defaults < dataset recipe < YAML < `--set` < explicit flags (overrides), unchecked."""
+    """defaults < dataset recipe < `--recipe` < YAML < `--set` < explicit flags (overrides).
+
+    Unchecked as a whole (the caller converts it); a named recipe is checked on its own.
+    """
     from dnet_tune.data.registry import dataset_recipe
+    from dnet_tune.recipe import recipe_layer
 
     user = load_yaml(config_path) if config_path else {}
     user.pop(PROVENANCE_KEY, None)
@@ -55,8 +60,10 @@ def resolve_dict(
     )
     if not isinstance(name, str):
         raise UserError(f"config key 'data.name' must be a dataset name, got {name!r}")
-    base = merge(config_to_dict(Config()), {"data": {"name": name}})
-    return merge(merge(merge(base, dataset_recipe(name)), user), top)
+    base = merge(merge(config_to_dict(Config()), {"data": {"name": name}}), dataset_recipe(name))
+    if recipe is not None:
+        base = merge(base, recipe_layer(recipe, name))
+    return merge(merge(base, user), top)
 
 
 def resolve_config(**sources: Any) -> Config:
