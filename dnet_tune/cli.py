@@ -150,6 +150,8 @@ def _add_tune_commands(sub: Any) -> None:
                    help="retired: baselines are now tuned like Difficulty-Net; use --methods")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed override of the base config (repeatable)")
+    s.add_argument("--recipe", help="a recipes/ layer under the base config (its epochs are "
+                                    "replaced by the budget's)")
     s.add_argument("--data-dir", help="dataset root")
     s.add_argument("--quiet", action="store_true", help="no console output")
 
@@ -285,7 +287,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         reduction_factor=args.reduction_factor, space=args.space, address=args.address,
         storage=args.storage, name=args.name, seed=args.seed, smoke=args.smoke,
         confirm=not args.no_confirm, confirm_top=args.confirm_top,
-        confirm_seeds=args.confirm_seeds, sets=args.set, data_dir=args.data_dir,
+        confirm_seeds=args.confirm_seeds, sets=args.set, recipe=args.recipe,
+        data_dir=args.data_dir,
         wait_for_gpus=args.wait_for_gpus,
     )
     try:

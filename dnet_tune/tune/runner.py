@@ -17,7 +17,7 @@ from ray import tune
 from ray.tune import result as ray_result
 
 from dnet_tune.tune.per_method import METHOD_KEY, PerMethodScheduler, PerMethodSearcher
-from dnet_tune.tune.plan import Budget, Resources
+from dnet_tune.tune.plan import Budget, Resources, run_epochs
 from dnet_tune.tune.results import TrialRecord, trial_status
 from dnet_tune.tune.sampling import apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
@@ -84,8 +84,7 @@ class Recorder(tune.Callback):
         rec = self._record(trial)
         last = rec.rows[-1]["epoch"] if rec.rows else 0
         if self.view is not None:
-            max_epochs = self.trial_setup.base["train"]["epochs"]
-            self.view.done(trial.trial_id, trial_status(last, max_epochs))
+            self.view.done(trial.trial_id, trial_status(last, run_epochs(self.trial_setup.base)))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.running.discard(trial.trial_id)
@@ -143,7 +142,7 @@ def build_tuner(space: SearchSpace, methods: list[str], seed: int, budget: Budge
                  for m in methods}
     searcher = PerMethodSearcher(searchers, budget.trials, metric="val_acc", mode="max")
     scheduler = PerMethodScheduler(
-        lambda: ASHAScheduler(time_attr="epoch", max_t=budget.max_epochs,
+        lambda: ASHAScheduler(time_attr="epoch", max_t=run_epochs(base),
                               grace_period=budget.grace_period,
                               reduction_factor=budget.reduction_factor), methods)
     recorder = Recorder(setup, view)

@@ -17,6 +17,7 @@ from dnet_tune.dotted import flatten, merge
 from dnet_tune.errors import UserError
 from dnet_tune.tune import bests, confirm, results, runner, storage
 from dnet_tune.tune.plan import (
+    LENGTH_KEYS,
     Budget,
     Resources,
     SearchOutcome,
@@ -26,6 +27,7 @@ from dnet_tune.tune.plan import (
     confirmation_for,
     experiment_name,
     plan_resources,
+    run_epochs,
 )
 from dnet_tune.tune.sampling import check_against_config
 from dnet_tune.tune.space import SearchSpace, default_space_path
@@ -45,7 +47,7 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
     from dnet_tune.run import resolve_config
 
     data = {"data_dir": req.data_dir} if req.data_dir else {}
-    cfg = resolve_config(dataset=req.dataset, sets=req.sets,
+    cfg = resolve_config(dataset=req.dataset, recipe=req.recipe, sets=req.sets,
                          overrides={"method": {"name": method}, "data": data})
     base = merge(config_to_dict(cfg), space.fixed)
     return merge(base, {"train": {"epochs": budget.max_epochs, "seed": req.seed}})
@@ -72,6 +74,12 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
     pinned: list[str] = []
     if req.sets:  # what --set fixes is not searched
         space, pinned = space.pin(flatten(parse_set(req.sets)))
+    for method in methods:
+        for p in space.params_for(method):
+            if p.name in LENGTH_KEYS:
+                raise UserError(f"search space '{space.path}': {p.name} sets how long a trial "
+                                f"runs and cannot be searched under one ASHA schedule; fix it "
+                                f"under `fixed:` or with --set")
     budget = budget_for(req, space)
     for method in methods:  # every method's configs are valid before anything runs
         base = base_config(req, space, budget, method)
@@ -121,7 +129,7 @@ def _execute(req: SearchRequest, space: SearchSpace, methods: list[str], budget:
                              req.reuse_actors, view)
     runner.fit_quietly(run, view)
     records = runner.collect(run)
-    summary = results.summary_rows(records, budget.max_epochs)
+    summary = results.summary_rows(records, run_epochs(base))
     plan = confirmation_for(req)
     confirm_rows: list[dict[str, Any]] = []
     if plan is not None:
@@ -133,6 +141,7 @@ def _execute(req: SearchRequest, space: SearchSpace, methods: list[str], budget:
             confirm_rows = confirm.run_jobs(jobs, data, res, progress)
     meta = {"experiment": name, "dataset": req.dataset, "methods": methods,
             "space": space.path, "budget": vars(budget), "seed": req.seed,
+            "epochs_per_trial": run_epochs(base),  # budget.max_epochs + stage 2's, if on
             "confirm": ({"top": plan.top, "seeds": plan.seeds} if plan else {"top": 1}),
             "compute": results.compute_by_method(summary, confirm_rows, res.gpus_per_trial),
             "virtual_params": sorted({n for m in methods for n in space.virtual_names(m)}),
