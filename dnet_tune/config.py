@@ -112,6 +112,9 @@ class Stage2Config:
     batch_size: int | None = None  # None: data.batch_size
     augment: Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"] | None = None
     retrain_head: bool = False  # False: only the per-class logit scales (LWS) learn
+    # which stage-1 weights stage 2 starts from: the last epoch's, or the epoch selected on V
+    # (the authors start from their best stage-1 checkpoint; without V both are the last)
+    init: Literal["last", "best_val"] = "last"
     smoothing_head: float | None = None  # None: from data.imbalance by the spec's §6 table
     smoothing_tail: float | None = None
     smoothing_shape: Literal["concave", "linear"] = "concave"

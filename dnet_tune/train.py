@@ -233,6 +233,8 @@ class Trainer:
         stage = 2 if self.in_stage2() else 1
         if stage == 2:
             if self.stage2 is None:
+                if cfg.stage2.init == "best_val" and self.selects_on_val and self.best_model:
+                    self.model.load_state_dict(self.best_model)
                 self.stage2 = Stage2(cfg, self.model, self.ds, self.device)
             lr, steps = self.stage2.epoch_steps(e - cfg.train.epochs,
                                                 epoch_generator(cfg.train.seed, e, 2),

@@ -40,6 +40,7 @@ def test_paper_recipe_resolves_to_the_spec_values():
                                                                        1e-4)
     assert (s.retrain_head, s.samples_per_visit, s.smoothing_shape) == (True, 4, "concave")
     assert s.augment is None and s.batch_size == 128
+    assert s.init == "best_val"  # the authors start from their selected stage-1 checkpoint
     assert resolve_smoothing(cfg) == (0.4, 0.1)
 
 

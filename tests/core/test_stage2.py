@@ -171,6 +171,19 @@ def test_retrain_head_trains_the_copied_head_too():
     assert torch.equal(trainer.model.classifier.weight, before)  # the model's own is frozen
 
 
+def test_init_best_val_starts_stage2_from_the_selected_stage1_weights():
+    trainer = Trainer(two_stage(e1=2, e2=1, **{"stage2.init": "best_val"}))
+    trainer.run_epoch()
+    selected = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run_epoch()
+    last = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.best_model = selected  # as if epoch 1 had been the best on V
+    trainer.run_epoch()
+    assert not all(torch.equal(v, selected[k]) for k, v in last.items())
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, selected[k]), k
+
+
 def test_selection_spans_both_stages(run_two_stage):
     trainer, history, _ = run_two_stage
     assert trainer.best == max(history, key=lambda m: m["val_acc"])
