@@ -2,7 +2,8 @@
 
 Strictness is the point: a misspelt key or a wrong type in a search space or a hand-edited YAML
 would otherwise silently train the default, so every key and value is checked and the error names
-the dotted key. Precedence (timm style): dataclass defaults < dataset recipe < YAML < `--set`.
+the dotted key. Precedence (timm style): dataclass defaults < dataset recipe < `--recipe` <
+YAML < `--set` < flags (`dnet_tune.run.resolve_dict`).
 """
 
 from __future__ import annotations
