@@ -65,9 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", help="difficulty_net (default) or a baseline: ce, "
                                     "balanced_softmax, focal, class_balanced, cdb_ce")
     t.add_argument("--model", help="backbone (default: the dataset recipe's)")
-    t.add_argument("--epochs", type=int, help="training epochs (with --resume: the new total)")
+    t.add_argument("--epochs", type=int, help="stage-1 training epochs (with --resume: the new "
+                                              "total; stage 2 adds stage2.epochs)")
     t.add_argument("--seed", type=int, help="seed of every random draw of the run")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--recipe", help="a published setting from recipes/ (e.g. paper: the "
+                                    "authors' CIFAR-LT two-stage recipe) or a recipe YAML")
     t.add_argument("--config", help="YAML config (e.g. written by a run or by export)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set method.lam=1.0 (repeatable)")
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     desc = dsub.add_parser("describe", help="per-class image counts of every split")
     desc.add_argument("dataset", help="registered dataset")
     desc.add_argument("--json", action="store_true", help="machine-readable output")
+    desc.add_argument("--recipe", help="apply a recipe's data settings (e.g. paper)")
     _add_data_options(desc)
     dl = dsub.add_parser("download", help="fetch CIFAR with torchvision (needs internet)")
     dl.add_argument("name", choices=["cifar10", "cifar100"], help="which dataset")
@@ -156,6 +160,8 @@ def _add_tune_commands(sub: Any) -> None:
                    help="retired: baselines are now tuned like Difficulty-Net; use --methods")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed override of the base config (repeatable)")
+    s.add_argument("--recipe", help="a recipes/ layer under the base config (its epochs are "
+                                    "replaced by the budget's)")
     s.add_argument("--data-dir", help="dataset root")
     s.add_argument("--quiet", action="store_true", help="no console output")
 
@@ -179,6 +185,7 @@ def _add_tune_commands(sub: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
+    from dnet_tune.config import total_epochs
     from dnet_tune.console import epoch_progress, epoch_status, final_table, make_console
     from dnet_tune.run import resolve_config, smoke_overrides, train_to_dir
 
@@ -197,8 +204,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if given:
                 overrides.setdefault(section, {}).update(given)
         overrides = merge(overrides, _data_overrides(args))
-        cfg = resolve_config(dataset=args.dataset, config_path=args.config, sets=args.set,
-                             overrides=overrides)
+        cfg = resolve_config(dataset=args.dataset, recipe=args.recipe, config_path=args.config,
+                             sets=args.set, overrides=overrides)
         output = args.output or f"runs/{cfg.data.name}-{cfg.method.name}-s{cfg.train.seed}"
 
     progress: Progress = epoch_progress(console)
@@ -210,7 +217,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       f"{len(trainer.ds.train)} train images, {trainer.num_classes} classes · "
                       f"device {trainer.device} → {output}")
         progress.start()
-        task.append(progress.add_task("train", total=c.train.epochs, completed=trainer.epoch,
+        task.append(progress.add_task("train", total=total_epochs(c), completed=trainer.epoch,
                                       status=""))
 
     def on_epoch(m: dict[str, Any]) -> None:
@@ -253,7 +260,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     from dnet_tune.run import resolve_data_config
 
-    info = registry.describe(resolve_data_config(dataset=args.dataset,
+    info = registry.describe(resolve_data_config(dataset=args.dataset, recipe=args.recipe,
                                                  overrides=_data_overrides(args)))
     if args.json:
         print(json.dumps(info))
@@ -299,8 +306,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         reduction_factor=args.reduction_factor, space=args.space, address=args.address,
         storage=args.storage, name=args.name, seed=args.seed, smoke=args.smoke,
         confirm=not args.no_confirm, confirm_top=args.confirm_top,
-        confirm_seeds=args.confirm_seeds, sets=args.set, data_dir=args.data_dir,
-        wait_for_gpus=args.wait_for_gpus, max_failures=args.max_failures,
+        confirm_seeds=args.confirm_seeds, sets=args.set, recipe=args.recipe,
+        data_dir=args.data_dir, wait_for_gpus=args.wait_for_gpus, max_failures=args.max_failures,
         optuna_storage=args.optuna_storage, resume=args.resume,
     )
     try:

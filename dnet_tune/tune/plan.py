@@ -35,6 +35,7 @@ class SearchRequest:
     confirm_top: int | None = None  # K configs per method (default 3; smoke 1)
     confirm_seeds: int | None = None  # S seeds each (default 3; smoke 2)
     sets: list[str] = field(default_factory=list)
+    recipe: str | None = None  # a recipes/ layer under the trials' base config
     data_dir: str | None = None
     reuse_actors: bool = True  # off only to measure what reuse saves (bench/search.py)
     wait_for_gpus: float = 0.0  # seconds to let an autoscaling cluster bring up --gpus
@@ -149,6 +150,19 @@ def plan_resources(req: SearchRequest, cluster: dict[str, float]) -> Resources:
 class HasBudgets(Protocol):
     budget: Budget
     smoke: Budget
+
+
+# Sampled per trial these would give trials of different lengths under one ASHA max_t.
+LENGTH_KEYS = ("train.epochs", "stage2.enabled", "stage2.epochs")
+
+
+def run_epochs(base: dict[str, Any]) -> int:
+    """Epochs of a whole trial: stage 1 (the budget's max_epochs), then stage 2 when enabled.
+
+    ASHA's max_t and the finished/stopped status use this, so stage 2 is never cut off.
+    """
+    stage2 = base.get("stage2") or {}
+    return int(base["train"]["epochs"]) + (int(stage2["epochs"]) if stage2.get("enabled") else 0)
 
 
 def budget_for(req: SearchRequest, space: HasBudgets) -> Budget:

@@ -24,7 +24,7 @@ from dnet_tune.tune.per_method import (
     PerMethodSearcher,
     SchedulerState,
 )
-from dnet_tune.tune.plan import Budget, Resources
+from dnet_tune.tune.plan import Budget, Resources, run_epochs
 from dnet_tune.tune.results import TrialRecord, record_status
 from dnet_tune.tune.sampling import apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
@@ -95,7 +95,7 @@ class Recorder(tune.Callback):
                            f"{len(self.records) - len(ended)} continue from their checkpoints")
 
     def status(self, rec: TrialRecord) -> str:
-        return record_status(rec, self.trial_setup.base["train"]["epochs"])
+        return record_status(rec, run_epochs(self.trial_setup.base))
 
     def _record(self, trial: Any) -> TrialRecord:
         rec = self.records.get(trial.trial_id)
@@ -226,12 +226,12 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
                  for m in methods}
     searcher = PerMethodSearcher(searchers, budget.trials, metric="val_acc", mode="max")
     scheduler = PerMethodScheduler(
-        lambda: ASHAScheduler(time_attr="epoch", max_t=budget.max_epochs,
+        lambda: ASHAScheduler(time_attr="epoch", max_t=run_epochs(spec.base),
                               grace_period=budget.grace_period,
                               reduction_factor=budget.reduction_factor), methods)
     recorder = Recorder(setup, view, scheduler, searcher)
     recorder.exp = exp
-    callbacks = [recorder, SchedulerState(scheduler), LiveTables(recorder, budget.max_epochs),
+    callbacks = [recorder, SchedulerState(scheduler), LiveTables(recorder, run_epochs(spec.base)),
                  StopAtEpochBoundary()]
     tuner = tune.Tuner(
         trainable,

@@ -21,6 +21,7 @@ from dnet_tune.dotted import flatten, merge
 from dnet_tune.errors import UserError
 from dnet_tune.tune import bests, confirm, interrupt, results, resume, runner, storage, studies
 from dnet_tune.tune.plan import (
+    LENGTH_KEYS,
     Budget,
     Confirmation,
     Resources,
@@ -32,6 +33,7 @@ from dnet_tune.tune.plan import (
     confirmation_for,
     experiment_name,
     plan_resources,
+    run_epochs,
 )
 from dnet_tune.tune.sampling import check_against_config
 from dnet_tune.tune.space import SearchSpace, default_space_path
@@ -51,7 +53,7 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
     from dnet_tune.run import resolve_config
 
     data = {"data_dir": req.data_dir} if req.data_dir else {}
-    cfg = resolve_config(dataset=req.dataset, sets=req.sets,
+    cfg = resolve_config(dataset=req.dataset, recipe=req.recipe, sets=req.sets,
                          overrides={"method": {"name": method}, "data": data})
     base = merge(config_to_dict(cfg), space.fixed)
     return merge(base, {"train": {"epochs": budget.max_epochs, "seed": req.seed}})
@@ -117,6 +119,12 @@ def plan_search(req: SearchRequest) -> Plan:
     pinned: list[str] = []
     if req.sets:  # what --set fixes is not searched
         space, pinned = space.pin(flatten(parse_set(req.sets)))
+    for method in methods:
+        for p in space.params_for(method):
+            if p.name in LENGTH_KEYS:
+                raise UserError(f"search space '{space.path}': {p.name} sets how long a trial "
+                                f"runs and cannot be searched under one ASHA schedule; fix it "
+                                f"under `fixed:` or with --set")
     budget = budget_for(req, space)
     for method in methods:  # every method's configs are valid before anything runs
         base = base_config(req, space, budget, method)
@@ -175,6 +183,7 @@ def _start_meta(plan: Plan, res: Resources, name: str) -> dict[str, Any]:
         studies.JOURNAL if studies.default_location(req.storage) else None)
     return {"experiment": name, "dataset": req.dataset, "methods": plan.methods,
             "space": str(Path(plan.space.path).resolve()), "budget": vars(plan.budget),
+            "epochs_per_trial": run_epochs(plan.base),  # max_epochs + stage 2's, if on
             "seed": req.seed,
             "confirm": ({"top": conf.top, "seeds": conf.seeds} if conf else {"top": 1}),
             "virtual_params": sorted({n for m in plan.methods
@@ -219,7 +228,7 @@ def _execute(plan: Plan, res: Resources, name: str, root: str, exp: str,
                 run = runner.build_tuner(spec, data, view, exp)
             runner.fit_quietly(run, view)
             records = runner.collect(run)
-            summary = results.summary_rows(records, budget.max_epochs)
+            summary = results.summary_rows(records, run_epochs(plan.base))
             results.write_tables(exp, records, summary, confirm_rows)
             if plan.resumed is not None and run.scheduler is not None:
                 meta["resumes"][-1]["asha_restored"] = run.scheduler.restored
@@ -249,7 +258,7 @@ def _execute(plan: Plan, res: Resources, name: str, root: str, exp: str,
             if run is not None:
                 records = runner.collect(run)
                 results.write_tables(exp, records,
-                                     results.summary_rows(records, budget.max_epochs), [])
+                                     results.summary_rows(records, run_epochs(plan.base)), [])
             results.write_json(meta_path, {**meta, "status": "interrupted"})
             raise SearchInterrupted(exp) from None
     meta.update({"compute": results.compute_by_method(summary, confirm_rows,
