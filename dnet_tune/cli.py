@@ -154,6 +154,9 @@ def _add_tune_commands(sub: Any) -> None:
                    help="experiment directory (default: every experiment under --storage)")
     r.add_argument("--storage", default="./dnet-results", help="results root: path or URI")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument("--html", metavar="FILE",
+                   help="also write one self-contained HTML report with every figure")
+    r.add_argument("--png", metavar="DIR", help="also write the figures as PNG files into DIR")
 
     e = sub.add_parser("export", help="write the winner's (or a method's) config of an "
                                       "experiment")
@@ -304,11 +307,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dnet_tune.tune.view import print_report
 
     reports = report(args.storage, args.experiment)
+    written = _write_figures(args) if args.html or args.png else []
     if args.json:
+        for line in written:  # stdout stays one JSON document
+            print(line, file=sys.stderr)
         print(json.dumps(json_safe(reports)))
         return 0
-    print_report(make_console(), reports, args.experiment or args.storage)
+    console = make_console()
+    print_report(console, reports, args.experiment or args.storage)
+    for line in written:
+        console.print(line)
     return 0
+
+
+def _write_figures(args: argparse.Namespace) -> list[str]:
+    from dnet_tune.tune.html_report import make_report
+
+    if args.experiment is None:
+        raise UserError("--html and --png draw one experiment: dnet-tune report "
+                        "<storage>/<name> --html report.html")
+    return make_report(args.experiment, args.html, args.png)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

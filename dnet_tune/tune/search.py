@@ -112,6 +112,7 @@ def _execute(req: SearchRequest, space: SearchSpace, methods: list[str], budget:
              console: Console) -> SearchOutcome:
     import ray
 
+    from dnet_tune.data.registry import summary as data_summary
     from dnet_tune.tune.trainable import DataHandle
 
     data = DataHandle(ray.put(dataset))  # the one object-store copy every trial reads
@@ -137,6 +138,9 @@ def _execute(req: SearchRequest, space: SearchSpace, methods: list[str], budget:
             "compute": results.compute_by_method(summary, confirm_rows, res.gpus_per_trial),
             "virtual_params": sorted({n for m in methods for n in space.virtual_names(m)}),
             "resources": vars(res), "peak_running_trials": run.recorder.peak_running,
+            # per-class counts and shot groups: the report sorts classes by them without
+            # needing the dataset on the machine that reads the results
+            "data": data_summary(dataset),
             "storage": req.storage, "status": "finished",
             "versions": bests.versions(), "git_sha": bests.git_sha()}
     results.write_tables(exp, records, summary, confirm_rows)
