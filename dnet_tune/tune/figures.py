@@ -218,7 +218,7 @@ def method_comparison(d: ReportData) -> Figure:
     title = "Test accuracy by method"
     if not rows:
         return note_only("2-method-comparison", "Method comparison", title, "",
-                         ["no method has a result: no trial reported an epoch"])
+                         ["no result from any method: no trial reported a usable epoch"])
     fig = new_figure(WIDTH, max(3.0, 0.42 * len(rows) + 2.0))
     left, right = fig.subplots(1, 2, width_ratios=[1.0, 1.25])
     notes: list[str] = []
@@ -254,7 +254,7 @@ def _test_with_ci(ax: Any, d: ReportData) -> None:
     for tick, r in zip(ax.get_yticklabels(), rows, strict=True):
         tick.set_color(method_colour(r["method"]))
     ax.set_ylim(-0.8, len(rows) - 0.4)
-    lo = min(_finite_or(r["test_mean"] - (r["test_ci95"] or 0), 1.0) for r in rows)
+    lo = min(_finite_or(r["test_mean"], 1.0) - _finite_or(r["test_ci95"], 0.0) for r in rows)
     ax.set_xlim(max(0.0, lo - 0.08), 1.0)
     percent_axis(ax.xaxis)
     ax.set_xlabel("test accuracy")

@@ -25,18 +25,24 @@ from dnet_tune.tune.report_data import ReportData, method_colour
 
 def group_bands(ax: Any, d: ReportData, order: list[int], label_y: float | None) -> None:
     """Shaded spans of the shot groups over classes sorted by training count (contiguous)."""
-    group_of = d.group_of()
-    start = 0
-    for pos in range(1, len(order) + 1):
-        g = group_of.get(order[start])
-        if pos < len(order) and group_of.get(order[pos]) == g:
-            continue
-        if g is not None:
-            ax.axvspan(start - 0.5, pos - 0.5, color=GROUP_SHADES[g], zorder=0, lw=0)
+    for g, start, end in _group_spans(order, d.group_of()):
+        if g in GROUP_SHADES:
+            ax.axvspan(start - 0.5, end - 0.5, color=GROUP_SHADES[g], zorder=0, lw=0)
             if label_y is not None:
-                ax.text((start + pos - 1) / 2, label_y, f"{g} ({pos - start})", ha="center",
+                ax.text((start + end - 1) / 2, label_y, f"{g} ({end - start})", ha="center",
                         va="bottom", fontsize=9, color="#555555")
-        start = pos
+
+
+def _group_spans(order: list[int], group_of: dict[int, str]) -> list[tuple[str, int, int]]:
+    """(group, first, end) of each run of classes in `order` that share a shot group."""
+    spans: list[tuple[str, int, int]] = []
+    for pos, c in enumerate(order):
+        g = group_of.get(c, "")
+        if spans and spans[-1][0] == g:
+            spans[-1] = (g, spans[-1][1], pos + 1)
+        else:
+            spans.append((g, pos, pos + 1))
+    return spans
 
 
 def per_class(d: ReportData) -> Figure:
@@ -158,8 +164,15 @@ def learned_weights(d: ReportData) -> Figure:
     prof.xaxis.set_minor_formatter(NullFormatter())
     prof.set_xlabel("training images")
     group_of = d.group_of()
-    prof.set_yticks(ys, [f"{c} · {group_of.get(c, '')}" for c in order] if len(order) <= 40
-                    else [])
+    spans = _group_spans(order, group_of)
+    if len(order) <= 40:
+        prof.set_yticks(ys, [f"{c} · {group_of.get(c, '')}" for c in order])
+    else:  # one label per shot group: a hundred class ids would be a black smear
+        prof.set_yticks([(a + b - 1) / 2 for _, a, b in spans],
+                        [f"{g} ({b - a})" for g, a, b in spans])
+    for _, a, _b in spans[1:]:
+        for ax in (prof, dif, wei):
+            ax.axhline(a - 0.5, color="black", lw=0.8, ls="--")
     prof.set_ylabel("class, most to fewest training images")
     prof.set_title("class frequency")
     names = [r["epoch"] for r in epochs]

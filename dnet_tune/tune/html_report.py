@@ -73,7 +73,7 @@ h1 { font-size: 24px; margin: 4px 0 2px; } h2 { font-size: 19px; margin: 28px 0 
 table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #e5e5e5; text-align: right; }
 th { background: #f3f3f3; font-weight: 600; } td.l, th.l { text-align: left; }
-td { white-space: nowrap; } td.wrap { white-space: normal; }
+td, th { white-space: nowrap; } td.wrap { white-space: normal; }
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px;
           margin-right: 6px; vertical-align: -1px; }
 figure { margin: 12px 0 22px; max-width: 100%; }
@@ -133,8 +133,9 @@ def _figure_html(f: figures.Figure) -> str:
                                        for n in f.notes)
     alt = f"{f.title}: {'; '.join(f.notes)}" if f.empty else f.title
     # as wide as its image, so a caption never pushes a neighbour onto the next row
-    return (f"<figure id='{_esc(f.key)}' style='width:{f.width_px}px'><img alt='{_esc(alt)}' "
-            f"width='{f.width_px}' src='data:image/png;base64,{data}'>"
+    empty = " class='empty'" if f.empty else ""
+    return (f"<figure id='{_esc(f.key)}'{empty} style='width:{f.width_px}px'>"
+            f"<img alt='{_esc(alt)}' width='{f.width_px}' src='data:image/png;base64,{data}'>"
             f"<figcaption>{_esc(f.caption)}</figcaption>{notes}</figure>")
 
 
