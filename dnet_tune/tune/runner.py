@@ -21,6 +21,7 @@ from dnet_tune.tune.plan import Budget, Resources
 from dnet_tune.tune.results import TrialRecord, trial_status
 from dnet_tune.tune.sampling import apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
+from dnet_tune.tune.tensorboard_events import TensorBoardCallback
 from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial
 from dnet_tune.tune.view import SearchView
 
@@ -159,7 +160,8 @@ def build_tuner(space: SearchSpace, methods: list[str], seed: int, budget: Budge
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=0, callbacks=[recorder],
+            name=name, storage_path=storage, verbose=0,
+            callbacks=[recorder, TensorBoardCallback()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )

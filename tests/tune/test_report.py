@@ -103,6 +103,37 @@ def test_confirmation_keeps_per_class_test_accuracy_and_search_json_the_counts(s
         assert overall / sum(test_counts) == pytest.approx(r["test_acc"], abs=1e-6)
 
 
+def _event_tags(folder) -> dict[str, list[int]]:
+    """tag -> steps of the TensorBoard event files in `folder` (TFRecord: length, crc, event,
+    crc), read with tensorboardX's own protobuf."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out: dict[str, list[int]] = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append(event.step)
+    return out
+
+
+def test_tensorboard_has_every_epoch_and_difficulty_net_s_per_class_weights(smoke):
+    summary = pq.read_table(smoke / "summary.parquet").to_pylist()
+    for trial in summary:
+        tags = _event_tags(smoke / "tensorboard" / trial["method"] / trial["trial_id"])
+        epochs = list(range(1, trial["last_epoch"] + 1))
+        assert epochs and tags["val/acc"] == epochs and tags["train/loss"] == epochs
+        assert tags["test_class_acc/class_009"] == epochs
+        if trial["method"] == "difficulty_net":
+            for key in ("class_weight", "difficulty", "class_acc_meta"):
+                assert all(tags[f"{key}/class_{c:03d}"] == epochs for c in range(10)), key
+
+
 def _copy(smoke, dst):
     dst.mkdir()
     for name in ("search.json", "summary.parquet", "trials.parquet", "confirm.parquet"):
