@@ -17,6 +17,7 @@ from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 DESCRIPTION = """\
 Hyperparameter search for Difficulty-Net (meta-learned class weights for long-tailed image
@@ -64,9 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", help="difficulty_net (default) or a baseline: ce, "
                                     "balanced_softmax, focal, class_balanced, cdb_ce")
     t.add_argument("--model", help="backbone (default: the dataset recipe's)")
-    t.add_argument("--epochs", type=int, help="training epochs (with --resume: the new total)")
+    t.add_argument("--epochs", type=int, help="stage-1 training epochs (with --resume: the new "
+                                              "total; stage 2 adds stage2.epochs)")
     t.add_argument("--seed", type=int, help="seed of every random draw of the run")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--recipe", help="a published setting from recipes/ (e.g. paper: the "
+                                    "authors' CIFAR-LT two-stage recipe) or a recipe YAML")
     t.add_argument("--config", help="YAML config (e.g. written by a run or by export)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set method.lam=1.0 (repeatable)")
@@ -82,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     desc = dsub.add_parser("describe", help="per-class image counts of every split")
     desc.add_argument("dataset", help="registered dataset")
     desc.add_argument("--json", action="store_true", help="machine-readable output")
+    desc.add_argument("--recipe", help="apply a recipe's data settings (e.g. paper)")
     _add_data_options(desc)
     dl = dsub.add_parser("download", help="fetch CIFAR with torchvision (needs internet)")
     dl.add_argument("name", choices=["cifar10", "cifar100"], help="which dataset")
@@ -129,6 +134,15 @@ def _add_tune_commands(sub: Any) -> None:
     s.add_argument("--wait-for-gpus", type=_fraction, default=0.0, metavar="SECONDS",
                    help="on an autoscaling cluster: request --gpus from the autoscaler and "
                         "wait up to SECONDS for them (default 0: use what is there)")
+    s.add_argument("--max-failures", type=int, default=3, metavar="N",
+                   help="retries of a trial whose worker dies (OOM, preemption), each from "
+                        "its last checkpoint (default 3)")
+    s.add_argument("--resume", metavar="EXPERIMENT",
+                   help="continue <storage>/<name> after its driver died or was stopped, with "
+                        "the settings it started with")
+    s.add_argument("--optuna-storage", metavar="URL",
+                   help="a database for the Optuna studies, e.g. postgresql://user@host/db "
+                        "(default: optuna.journal in the experiment folder)")
     s.add_argument("--address", help="Ray cluster address (default $RAY_ADDRESS, else local)")
     s.add_argument("--storage", default="./dnet-results", help="results root: path or URI")
     s.add_argument("--name", help="experiment name (default <dataset>-<method>-<time>)")
@@ -146,6 +160,8 @@ def _add_tune_commands(sub: Any) -> None:
                    help="retired: baselines are now tuned like Difficulty-Net; use --methods")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed override of the base config (repeatable)")
+    s.add_argument("--recipe", help="a recipes/ layer under the base config (its epochs are "
+                                    "replaced by the budget's)")
     s.add_argument("--data-dir", help="dataset root")
     s.add_argument("--quiet", action="store_true", help="no console output")
 
@@ -172,6 +188,7 @@ def _add_tune_commands(sub: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
+    from dnet_tune.config import total_epochs
     from dnet_tune.console import epoch_progress, epoch_status, final_table, make_console
     from dnet_tune.run import resolve_config, smoke_overrides, train_to_dir
 
@@ -190,8 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if given:
                 overrides.setdefault(section, {}).update(given)
         overrides = merge(overrides, _data_overrides(args))
-        cfg = resolve_config(dataset=args.dataset, config_path=args.config, sets=args.set,
-                             overrides=overrides)
+        cfg = resolve_config(dataset=args.dataset, recipe=args.recipe, config_path=args.config,
+                             sets=args.set, overrides=overrides)
         output = args.output or f"runs/{cfg.data.name}-{cfg.method.name}-s{cfg.train.seed}"
 
     progress: Progress = epoch_progress(console)
@@ -203,7 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       f"{len(trainer.ds.train)} train images, {trainer.num_classes} classes · "
                       f"device {trainer.device} → {output}")
         progress.start()
-        task.append(progress.add_task("train", total=c.train.epochs, completed=trainer.epoch,
+        task.append(progress.add_task("train", total=total_epochs(c), completed=trainer.epoch,
                                       status=""))
 
     def on_epoch(m: dict[str, Any]) -> None:
@@ -213,6 +230,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         final = train_to_dir(cfg, output, resume=args.resume,
                              epochs=args.epochs if args.resume else None,
                              on_start=on_start, on_epoch=on_epoch)
+    except FloatingPointError as exc:  # a diverged run is a result about the config
+        progress.stop()
+        print(f"dnet-tune: error: the run diverged: {exc} ({output} keeps what ran before); "
+              f"lower the learning rate (optim.lr) and train again", file=sys.stderr)
+        return 1
     finally:
         progress.stop()
     how = (f"best val_acc of {final['last_epoch']}" if final["selected_by"] == "val_acc"
@@ -241,7 +263,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 0
     from dnet_tune.run import resolve_data_config
 
-    info = registry.describe(resolve_data_config(dataset=args.dataset,
+    info = registry.describe(resolve_data_config(dataset=args.dataset, recipe=args.recipe,
                                                  overrides=_data_overrides(args)))
     if args.json:
         print(json.dumps(info))
@@ -264,10 +286,14 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from dnet_tune.console import make_console
-    from dnet_tune.tune.plan import SearchRequest
+    from dnet_tune.tune.plan import SearchInterrupted, SearchRequest
     from dnet_tune.tune.results import ResultsWriteError
     from dnet_tune.tune.search import run_search
 
+    if args.resume:
+        from dnet_tune.tune.resume import refuse_changing_flags
+
+        refuse_changing_flags(args, build_parser().parse_args(["search"]))
     if args.method and args.methods:
         raise UserError("pass --method or --methods, not both")
     methods = [args.method] if args.method else args.methods
@@ -283,21 +309,42 @@ def cmd_search(args: argparse.Namespace) -> int:
         reduction_factor=args.reduction_factor, space=args.space, address=args.address,
         storage=args.storage, name=args.name, seed=args.seed, smoke=args.smoke,
         confirm=not args.no_confirm, confirm_top=args.confirm_top,
-        confirm_seeds=args.confirm_seeds, sets=args.set, data_dir=args.data_dir,
-        wait_for_gpus=args.wait_for_gpus,
+        confirm_seeds=args.confirm_seeds, sets=args.set, recipe=args.recipe,
+        data_dir=args.data_dir, wait_for_gpus=args.wait_for_gpus, max_failures=args.max_failures,
+        optuna_storage=args.optuna_storage, resume=args.resume,
     )
     try:
         outcome = run_search(req, make_console(args.quiet))
     except ResultsWriteError as exc:
         print(f"dnet-tune: error: {exc}", file=sys.stderr)
         return 1
+    except SearchInterrupted as stop:
+        return _interrupted(stop.experiment)
+    if outcome.interrupted:
+        return _interrupted(outcome.experiment)
     if outcome.best is None:
-        errors = [r["error"] for r in outcome.summary if r["error"]]
-        first = f"; first error: {errors[0]}" if errors else ""
-        print(f"dnet-tune: error: no trial of '{outcome.experiment}' reported a result"
-              f"{first}; see the trials' error.txt", file=sys.stderr)
+        print(f"dnet-tune: error: {_no_usable_result(outcome.experiment, outcome.summary)}",
+              file=sys.stderr)
         return 1
     return 0
+
+
+def _interrupted(experiment: str) -> int:
+    print(f"dnet-tune: interrupted; the results so far are in {experiment}; continue with: "
+          f"dnet-tune search --resume {experiment}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _no_usable_result(experiment: str, summary: list[dict[str, Any]]) -> str:
+    """One line: how the trials ended and the first reason, so the fix is obvious."""
+    counts: dict[str, int] = {}
+    for r in summary:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    how = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no trials"
+    errors = [r["error"] for r in summary if r["error"]]
+    first = f"; first: {errors[0]}" if errors else ""
+    where = "; see the trials' error.txt" if counts.get("errored") else ""
+    return (f"no trial of '{experiment}' reported a usable result ({how}){first}{where}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -333,9 +380,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from dnet_tune.console import make_console, pct
     from dnet_tune.tune.bests import export
 
-    row = export(args.experiment, args.out, args.trial, args.method)
+    row, status = export(args.experiment, args.out, args.trial, args.method)
     seeds = f" over seeds {row['seeds']}" if row["seeds"] else ""
-    make_console().print(f"wrote {args.out}: {row['method']}, trial {row['trial_id']}, mean val "
+    console = make_console()
+    if status != "finished":
+        console.print(f"note: {args.experiment} is {status}: this is the best so far, not a "
+                      f"confirmed choice")
+    console.print(f"wrote {args.out}: {row['method']}, trial {row['trial_id']}, mean val "
                          f"{pct(row['val_mean'])}%{seeds}; run it with: dnet-tune train "
                          f"--config {args.out}")
     return 0
@@ -360,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("dnet-tune: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Strictness is the point: a misspelt key or a wrong type in a search space or a hand-edited YAML
 would otherwise silently train the default, so every key and value is checked and the error names
-the dotted key. Precedence (timm style): dataclass defaults < dataset recipe < YAML < `--set`.
+the dotted key. Precedence (timm style): dataclass defaults < dataset recipe < `--recipe` <
+YAML < `--set` < flags (`dnet_tune.run.resolve_dict`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,31 @@ class TrainConfig:
 
 
 @dataclass
+class Stage2Config:
+    """Spec §6 stage 2: classifier re-balancing on the frozen stage-1 backbone (MiSLAS style).
+
+    Off by default so that every existing config keeps meaning what it meant. Its epochs follow
+    stage 1's: a run has train.epochs + stage2.epochs epochs, numbered on.
+    """
+
+    enabled: bool = False
+    epochs: int = 10
+    lr: float = 0.05  # peak of a per-epoch cosine schedule over stage2.epochs
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int | None = None  # None: data.batch_size
+    augment: Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"] | None = None
+    retrain_head: bool = False  # False: only the per-class logit scales (LWS) learn
+    # which stage-1 weights stage 2 starts from: the last epoch's, or the epoch selected on V
+    # (the authors start from their best stage-1 checkpoint; without V both are the last)
+    init: Literal["last", "best_val"] = "last"
+    smoothing_head: float | None = None  # None: from data.imbalance by the spec's §6 table
+    smoothing_tail: float | None = None
+    smoothing_shape: Literal["concave", "linear"] = "concave"
+    samples_per_visit: int = 4  # class-aware sampler: images drawn per visit of a class
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -104,6 +130,12 @@ class Config:
     dn: DifficultyNetConfig = field(default_factory=DifficultyNetConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+
+
+def total_epochs(cfg: Config) -> int:
+    """Epochs of the whole run: stage 1, then stage 2 when enabled (numbered 1 … E1 + E2)."""
+    return cfg.train.epochs + (cfg.stage2.epochs if cfg.stage2.enabled else 0)
 
 
 # ----------------------------------------------------------------------------- strict conversion
@@ -232,6 +264,10 @@ def validate(cfg: Config) -> None:
         "method.meta_interval": cfg.method.meta_interval,
         "dn.lr": cfg.dn.lr,
         "model.cosine_scale": cfg.model.cosine_scale,
+        "stage2.epochs": cfg.stage2.epochs,
+        "stage2.lr": cfg.stage2.lr,
+        "stage2.samples_per_visit": cfg.stage2.samples_per_visit,
+        "stage2.batch_size": 1 if cfg.stage2.batch_size is None else cfg.stage2.batch_size,
     }
     for key, v in positive.items():
         if v <= 0:
@@ -246,6 +282,8 @@ def validate(cfg: Config) -> None:
         "dn.weight_decay": cfg.dn.weight_decay,
         "method.lam": cfg.method.lam,
         "method.focal_gamma": cfg.method.focal_gamma,
+        "stage2.momentum": cfg.stage2.momentum,
+        "stage2.weight_decay": cfg.stage2.weight_decay,
     }
     for key, v in non_negative.items():
         if v < 0:
@@ -262,6 +300,10 @@ def validate(cfg: Config) -> None:
         raise UserError(f"config key 'method.cdb_tau' must be a number or 'dynamic', got {tau!r}")
     if isinstance(tau, float) and tau < 0:
         raise UserError(f"config key 'method.cdb_tau' must be >= 0, got {tau}")
+    for key in ("smoothing_head", "smoothing_tail"):
+        eps = getattr(cfg.stage2, key)
+        if eps is not None and not 0 <= eps < 1:
+            raise UserError(f"config key 'stage2.{key}' must be in [0, 1) or null, got {eps}")
     if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
         raise UserError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N, "
                         f"got {cfg.train.device!r}")

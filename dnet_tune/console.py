@@ -33,7 +33,8 @@ def epoch_progress(console: Console) -> Progress:
 
 
 def epoch_status(m: dict[str, Any]) -> str:
-    return (f"val {pct(m['val_acc'])}%  loss {m['train_loss']:.3f}  "
+    stage = "stage 2  " if m.get("stage") == 2 else ""
+    return (f"{stage}val {pct(m['val_acc'])}%  loss {m['train_loss']:.3f}  "
             f"lr {m['lr']:.3g}  {m['epoch_time_s']:.1f}s/epoch")
 
 

@@ -18,6 +18,7 @@ from dnet_tune.config import (
     config_to_dict,
     load_yaml,
     parse_set,
+    total_epochs,
 )
 from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
@@ -29,18 +30,23 @@ PROVENANCE_KEY = "provenance"  # extra block in exported configs; not part of th
 
 def smoke_overrides() -> dict[str, Any]:
     """Shrinks any run to seconds (CI, `--smoke`); the method and data stay the real ones."""
-    return {"train": {"epochs": 2}}
+    return {"train": {"epochs": 2}, "stage2": {"epochs": 1}}
 
 
 def resolve_dict(
     *,
     dataset: str | None = None,
+    recipe: str | None = None,
     config_path: str | None = None,
     sets: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """defaults < dataset recipe < YAML < `--set` < explicit flags (overrides), unchecked."""
+    """defaults < dataset recipe < `--recipe` < YAML < `--set` < explicit flags (overrides).
+
+    Unchecked as a whole (the caller converts it); a named recipe is checked on its own.
+    """
     from dnet_tune.data.registry import dataset_recipe
+    from dnet_tune.recipe import recipe_layer
 
     user = load_yaml(config_path) if config_path else {}
     user.pop(PROVENANCE_KEY, None)
@@ -54,8 +60,10 @@ def resolve_dict(
     )
     if not isinstance(name, str):
         raise UserError(f"config key 'data.name' must be a dataset name, got {name!r}")
-    base = merge(config_to_dict(Config()), {"data": {"name": name}})
-    return merge(merge(merge(base, dataset_recipe(name)), user), top)
+    base = merge(merge(config_to_dict(Config()), {"data": {"name": name}}), dataset_recipe(name))
+    if recipe is not None:
+        base = merge(base, recipe_layer(recipe, name))
+    return merge(merge(base, user), top)
 
 
 def resolve_config(**sources: Any) -> Config:
@@ -103,7 +111,11 @@ def train_to_dir(
             raise UserError(f"nothing to resume: '{ckpt}' does not exist")
         state = load_checkpoint(str(ckpt))
         cfg = config_from_dict(state["config"])
-        if epochs is not None:
+        if epochs is not None and epochs != cfg.train.epochs:
+            if cfg.stage2.enabled and int(state["epoch"]) > cfg.train.epochs:
+                raise UserError(f"the run is in stage 2 (epoch {state['epoch']}, stage 1 ended at "
+                                f"{cfg.train.epochs}): --epochs, the stage-1 length, cannot "
+                                f"change any more")
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
         trainer = Trainer(cfg)
         trainer.load_state_dict(state)
@@ -124,8 +136,8 @@ def train_to_dir(
         if on_epoch is not None:
             on_epoch(metrics)
     if trainer.best is None:
-        raise UserError(f"no epoch was run: train.epochs={trainer.cfg.train.epochs} is not above "
-                        f"the {trainer.epoch} epochs already done; pass --epochs")
+        raise UserError(f"no epoch was run: the run's {total_epochs(trainer.cfg)} epochs are not "
+                        f"above the {trainer.epoch} already done; pass --epochs")
     final = final_summary(trainer.best, trainer.epoch, trainer.selects_on_val)
     atomic_write_json(out / "final.json", final)
     return final

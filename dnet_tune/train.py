@@ -6,6 +6,10 @@ it, checkpoint it. This module never imports Ray.
 Determinism: every random draw of an epoch (shuffling, augmentation, meta batches) comes from
 generators seeded by (seed, epoch, stream), so a run resumed at epoch k replays epochs k+1..E
 exactly; the global RNG states are saved as well for anything else that draws.
+
+Stage 2 (`stage2.enabled`, spec §6) continues the same run after stage 1's `train.epochs`:
+epochs are numbered on to E1 + E2, each is evaluated and selected on V like any other, and its
+state (head, logit scales, optimiser) is part of the checkpoint.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnet_tune.config import Config, config_to_dict
+from dnet_tune.config import Config, config_to_dict, total_epochs
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
 from dnet_tune.errors import UserError
 from dnet_tune.method.methods import Batch, Method, create_method
+from dnet_tune.method.stage2 import Stage2, check_stage2_model
 
 CHECKPOINT_FORMAT = 1
 GROUPS = ("many", "medium", "few")
@@ -142,21 +147,30 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.best_model: dict[str, torch.Tensor] | None = None
+        self.best_head: dict[str, torch.Tensor] | None = None  # set when stage 2 was selected
+        self.stage2: Stage2 | None = None  # built when stage 2 starts (from stage 1's head)
+        if cfg.stage2.enabled:
+            check_stage2_model(self.model, cfg.model.name)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def class_accuracy(self, split: str) -> torch.Tensor:
-        """Per-class top-1 accuracy, eval mode, no augmentation."""
+        """Per-class top-1 accuracy, eval mode, no augmentation; in stage 2 through its head."""
+        training = self.model.training
         self.model.eval()
         correct = torch.zeros(self.num_classes, dtype=torch.float64)
         total = torch.zeros(self.num_classes, dtype=torch.float64)
         for x, y in self._eval[split].epoch(None):
-            with autocast(self.device, self.cfg.train.precision):
-                pred = self.model(channels_last(x, self.device)).argmax(dim=1)
+            x = channels_last(x, self.device)
+            if self.stage2 is not None:
+                pred = self.stage2.logits(x).argmax(dim=1)
+            else:
+                with autocast(self.device, self.cfg.train.precision):
+                    pred = self.model(x).argmax(dim=1)
             yc = y.cpu()
             total += torch.bincount(yc, minlength=self.num_classes).double()
             correct += torch.bincount(yc[pred.cpu() == yc], minlength=self.num_classes).double()
-        self.model.train()
+        self.model.train(training)
         return (correct / total.clamp(min=1)).float()
 
     def _split_metrics(self, prefix: str, acc: torch.Tensor) -> dict[str, float]:
@@ -177,9 +191,12 @@ class Trainer:
             self.method.set_class_acc(self.class_accuracy("meta"))
 
     # ------------------------------------------------------------------ training
-    def run_epoch(self) -> dict[str, Any]:
+    def in_stage2(self) -> bool:
+        """Whether the next epoch is a stage-2 epoch."""
+        return self.cfg.stage2.enabled and self.epoch >= self.cfg.train.epochs
+
+    def _stage1_epoch(self) -> tuple[float, dict[str, Any], Iterator[tuple[torch.Tensor, int]]]:
         cfg, e = self.cfg, self.epoch
-        start = time.perf_counter()
         if cfg.method.acc_refresh == "before_epoch":
             self._refresh_class_acc()
         info = self.method.epoch_info()  # `a` (and d, w) as used during this epoch
@@ -191,23 +208,48 @@ class Trainer:
             if self.meta_batches is not None else None
         )
         self.model.train()
-        # The loss sum stays on the device (float64, as the Python float sum was): no host sync
-        # per step; finiteness is checked every FINITE_CHECK_EVERY steps and at the end.
+        batches = self._to_memory_format(
+            self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0)))
+        steps = ((self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream),
+                  len(y)) for x, y in batches)
+        return lr, info, steps
+
+    def _run_steps(self, steps: Iterator[tuple[torch.Tensor, int]]) -> float:
+        """Mean training loss. The sum stays on the device (float64): no host sync per step;
+        finiteness is checked every FINITE_CHECK_EVERY steps and at the end."""
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         n = 0
-        batches = self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0))
-        for step, (x, y) in enumerate(self._to_memory_format(batches), start=1):
-            loss = self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream)
-            total += loss.double() * len(y)
-            n += len(y)
+        for step, (loss, size) in enumerate(steps, start=1):
+            total += loss.double() * size
+            n += size
             if step % FINITE_CHECK_EVERY == 0:
-                _check_finite(total, e)
-        _check_finite(total, e)
-        if cfg.method.acc_refresh == "after_epoch":
+                _check_finite(total, self.epoch)
+        _check_finite(total, self.epoch)
+        return float(total) / max(n, 1)
+
+    def run_epoch(self) -> dict[str, Any]:
+        cfg, e = self.cfg, self.epoch
+        start = time.perf_counter()
+        stage = 2 if self.in_stage2() else 1
+        if stage == 2:
+            if self.stage2 is None:
+                if cfg.stage2.init == "best_val" and self.selects_on_val and self.best_model:
+                    self.model.load_state_dict(self.best_model)
+                self.stage2 = Stage2(cfg, self.model, self.ds, self.device)
+            lr, steps = self.stage2.epoch_steps(e - cfg.train.epochs,
+                                                epoch_generator(cfg.train.seed, e, 2),
+                                                self._to_memory_format)
+            info: dict[str, Any] = {}
+        else:
+            lr, info, steps = self._stage1_epoch()
+        train_loss = self._run_steps(steps)
+        if stage == 1 and cfg.method.acc_refresh == "after_epoch":
             self._refresh_class_acc()
+        if self.stage2 is not None:
+            info = self.stage2.epoch_info()  # the scales the evaluation below uses
         self.epoch += 1
-        metrics: dict[str, Any] = {"epoch": self.epoch, "lr": lr,
-                                   "train_loss": float(total) / max(n, 1)}
+        metrics: dict[str, Any] = {"epoch": self.epoch, "stage": stage, "lr": lr,
+                                   "train_loss": train_loss}
         if self.selects_on_val:
             metrics.update(self._split_metrics("val", self.class_accuracy("val")))
         else:
@@ -229,6 +271,8 @@ class Trainer:
         if improved:
             self.best = dict(metrics)
             self.best_model = copy.deepcopy(self.model.state_dict())
+            self.best_head = (copy.deepcopy(self.stage2.head.state_dict())
+                              if self.stage2 is not None else None)
         return metrics
 
     def _to_memory_format(self, batches: Iterator[Batch]) -> Iterator[Batch]:
@@ -237,7 +281,7 @@ class Trainer:
         return ((channels_last(x, self.device), y) for x, y in batches)
 
     def fit(self) -> Iterator[dict[str, Any]]:
-        while self.epoch < self.cfg.train.epochs:
+        while self.epoch < total_epochs(self.cfg):
             yield self.run_epoch()
 
     # ------------------------------------------------------------------ checkpoints
@@ -252,6 +296,8 @@ class Trainer:
             "history": self.history,
             "best": self.best,
             "best_model": self.best_model,
+            "best_head": self.best_head,
+            "stage2": self.stage2.state_dict() if self.stage2 is not None else None,
             "rng": _rng_state(),
         }
 
@@ -266,7 +312,22 @@ class Trainer:
         self.history = list(state["history"])
         self.best = state["best"]
         self.best_model = state["best_model"]
+        self.best_head = state.get("best_head")
+        self._load_stage2(state.get("stage2"))
         _set_rng_state(state["rng"])
+
+    def _load_stage2(self, state: dict[str, Any] | None) -> None:
+        """Stage-2 state exists exactly when the checkpoint is past stage 1's last epoch."""
+        past_stage1 = self.cfg.stage2.enabled and self.epoch > self.cfg.train.epochs
+        if past_stage1 != (state is not None):
+            raise UserError(
+                f"the checkpoint at epoch {self.epoch} is {'' if state else 'not '}in stage 2, "
+                f"but the config ends stage 1 at epoch {self.cfg.train.epochs} with "
+                f"stage2.enabled={self.cfg.stage2.enabled}")
+        self.stage2 = None
+        if state is not None:
+            self.stage2 = Stage2(self.cfg, self.model, self.ds, self.device)
+            self.stage2.load_state_dict(state)
 
 
 def save_checkpoint(trainer: Trainer, path: str) -> None:

@@ -227,6 +227,9 @@ CIFAR_RECIPE: dict[str, Any] = {
         "gamma": 0.01,
     },
     "train": {"epochs": 200},
+    # §6 stage 2 for CIFAR (off unless stage2.enabled): the authors' stage-2 script
+    "stage2": {"epochs": 50, "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4,
+               "retrain_head": True, "samples_per_visit": 4},
 }
 
 

@@ -78,7 +78,9 @@ class TensorBatches:
         )
 
     def __len__(self) -> int:
-        n = len(self.labels)
+        return self._num_batches(len(self.labels))
+
+    def _num_batches(self, n: int) -> int:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _augment(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -92,13 +94,17 @@ class TensorBatches:
             x = cutout(x, gen, self.cutout_size)
         return x
 
-    def epoch(self, generator: torch.Generator | None) -> Iterator[Batch]:
+    def epoch(self, generator: torch.Generator | None,
+              order: torch.Tensor | None = None) -> Iterator[Batch]:
+        """One pass; `order` (indices, repeats allowed) replaces the shuffle, e.g. a sampler's."""
         n = len(self.labels)
-        if self.shuffle:
+        if order is not None:
+            order = order.to(self.device)
+        elif self.shuffle:
             order = torch.randperm(n, generator=generator).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
-        for b in range(len(self)):
+        for b in range(self._num_batches(len(order))):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             with host_threads(self.device):  # not across the yield: the model keeps its threads
                 x = self._augment(self.images[idx], generator)
@@ -180,18 +186,28 @@ class FileBatches:
         self.drop_last = drop_last
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        return self._num_batches(self.n)
 
-    def epoch(self, generator: torch.Generator | None) -> Iterator[Batch]:
-        n = self.n
-        order = torch.randperm(n, generator=generator).tolist() if self.shuffle else range(n)
+    def _num_batches(self, n: int) -> int:
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, generator: torch.Generator | None,
+              order: torch.Tensor | None = None) -> Iterator[Batch]:
+        """One pass; `order` (indices, repeats allowed) replaces the shuffle, e.g. a sampler's."""
+        if order is not None:
+            order_list: list[int] | range = order.tolist()
+        elif self.shuffle:
+            order_list = torch.randperm(self.n, generator=generator).tolist()
+        else:
+            order_list = range(self.n)
+        n = len(order_list)
         if self.random:
             seeds = torch.randint(0, _SEED_HIGH, (n,), generator=generator).tolist()
         else:
             seeds = [-1] * n
-        items = list(zip(order, seeds, strict=True))
+        items = list(zip(order_list, seeds, strict=True))
         bs = self.batch_size
-        batches = [items[b * bs : (b + 1) * bs] for b in range(len(self))]
+        batches = [items[b * bs : (b + 1) * bs] for b in range(self._num_batches(n))]
         yield from _load(self.dataset, batches, self.num_workers, self.device)
 
 

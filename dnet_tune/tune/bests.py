@@ -18,7 +18,8 @@ import yaml
 from dnet_tune.errors import UserError
 from dnet_tune.io import atomic_write, json_safe
 from dnet_tune.tune import compare
-from dnet_tune.tune.results import load_experiment
+from dnet_tune.tune.results import compute_by_method, load_experiment
+from dnet_tune.tune.resume import effective_status
 from dnet_tune.tune.sampling import sampled_config_keys
 from dnet_tune.tune.storage import exists, join, list_dirs, write_bytes
 from dnet_tune.yamlio import dump_yaml
@@ -49,7 +50,9 @@ def comparison(meta: dict[str, Any], summary: list[dict[str, Any]],
     """The final table's rows (one per method, in the search's order) and DN vs best baseline."""
     methods = meta.get("methods") or [meta.get("method")]
     top = int(meta.get("confirm", {}).get("top", 1))
-    spent = meta.get("compute", {})
+    # a running or interrupted search has no totals yet: what its rows show so far
+    spent = meta.get("compute") or compute_by_method(
+        summary, confirm, float(meta.get("resources", {}).get("gpus_per_trial", 0.0)))
     rows = [r for m in methods
             if (r := compare.method_row(m, summary, confirm, top, spent.get(m, {}))) is not None]
     return rows, compare.dn_versus_best_baseline(rows)
@@ -96,8 +99,11 @@ def write_bests(exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],
 
 
 def export(exp: str, out: str, trial_id: str | None = None,
-           method: str | None = None) -> dict[str, Any]:
-    """Write a config of `exp` to `out`: the winner's, a method's chosen one, or one trial's."""
+           method: str | None = None) -> tuple[dict[str, Any], str]:
+    """Write a config of `exp` to `out`: the winner's, a method's chosen one, or one trial's.
+
+    Also returns the experiment's status: a running or interrupted search's choice is the best
+    so far, which the caller says."""
     meta, summary, confirm = load_experiment(exp)
     rows, _ = comparison(meta, summary, confirm)
     if trial_id is not None:
@@ -124,13 +130,14 @@ def export(exp: str, out: str, trial_id: str | None = None,
         row = best
     text = method_config(exp, meta, summary, row)
     atomic_write(out, lambda p: p.write_text(text))
-    return row
+    return row, effective_status(meta)
 
 
 def _experiment_report(exp: str) -> dict[str, Any] | None:
     meta, summary, confirm = load_experiment(exp)
+    status = effective_status(meta)
     rows, diff = comparison(meta, summary, confirm)
-    if not rows:
+    if not rows and status == "finished":
         return None
     virtual = frozenset(meta.get("virtual_params", []))
     for row in rows:
@@ -140,9 +147,11 @@ def _experiment_report(exp: str) -> dict[str, Any] | None:
              if k.startswith("config/") and v is not None and k != "config/method.name"},
             virtual)
     best = compare.winner(rows)
+    budget = meta.get("budget", {}).get("trials", 0) * len(meta.get("methods") or [1])
     return {"experiment": exp, "dataset": meta.get("dataset"), "rows": rows,
             "difference": diff, "winner": best["method"] if best else None,
-            "status": meta.get("status", "finished")}
+            "status": status, "trials_ended": sum(r["status"] != "unfinished" for r in summary),
+            "trials_budget": budget}
 
 
 def report(storage: str, experiment: str | None = None) -> list[dict[str, Any]]:

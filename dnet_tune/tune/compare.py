@@ -6,7 +6,8 @@ numbers are carried along and reported, never used to choose.
 
 Rules, in one place:
 - A method's candidates are its top K trials by best val accuracy; ties go to the trial that
-  reached its best at an earlier epoch (cheaper), then to the one that started first.
+  reached its best at an earlier epoch (cheaper), then to the one that started first. Diverged
+  trials are never candidates.
 - With confirmation, each candidate is retrained with S fresh seeds; the chosen config is the one
   with the best mean val over its seeds (ties: candidate rank). The winner across methods is the
   method whose chosen config has the best mean val.
@@ -32,7 +33,10 @@ def rank_key(row: dict[str, Any]) -> tuple[float, int, int]:
 
 
 def candidates(summary: list[dict[str, Any]], method: str, k: int) -> list[dict[str, Any]]:
-    rows = [r for r in summary if r.get("method") == method and r["best_val_acc"] is not None]
+    """The method's top k trials; a diverged trial never is one, whatever its early epochs
+    scored (its config is unstable: retraining it with other seeds would diverge again)."""
+    rows = [r for r in summary if r.get("method") == method and r["best_val_acc"] is not None
+            and r.get("status") != "diverged"]
     return sorted(rows, key=rank_key)[:k]
 
 

@@ -4,17 +4,23 @@ A search picks its best trial on one seed and a noisy validation split, so the b
 accuracy is biased upwards (the winner's curse). Retraining the top K configs of every method
 with S seeds the search never used, on the same cluster and resources, gives numbers that can be
 compared across methods with their uncertainty. Each run selects its epoch on V, as always.
+
+Each finished run is handed to `on_row` at once (the driver rewrites confirm.parquet), so a
+resumed search skips the runs already done and spends the confirmation budget exactly once. A
+Ctrl-C cancels the runs still going (they restart from scratch on a resume).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from dnet_tune.dotted import merge
+from dnet_tune.tune import interrupt
 from dnet_tune.tune.compare import candidates
 from dnet_tune.tune.plan import Resources
 from dnet_tune.tune.results import TrialRecord
@@ -61,9 +67,18 @@ def _confirm_run(data: DataHandle, cfg: dict[str, Any]) -> dict[str, Any]:
             "epochs": trainer.epoch, "run_seconds": seconds, **placement(trainer.device)}
 
 
-def run_jobs(jobs: list[Job], data: DataHandle, res: Resources,
-             progress: ProgressLine) -> list[dict[str, Any]]:
-    """Every job as a Ray task with a trial's resources; rows in job order."""
+def key(row: dict[str, Any] | Job) -> tuple[str, str, int]:
+    """A confirmation run's identity: (method, trial, seed)."""
+    if isinstance(row, Job):
+        return row.method, row.trial_id, row.seed
+    return str(row["method"]), str(row["trial_id"]), int(row["seed"])
+
+
+def run_jobs(jobs: list[Job], data: DataHandle, res: Resources, progress: ProgressLine,
+             on_row: Callable[[list[dict[str, Any]]], None] | None = None
+             ) -> list[dict[str, Any]]:
+    """Every job as a Ray task with a trial's resources; rows in job order (only the finished
+    ones if a Ctrl-C came first). `on_row` gets the rows so far after each finished run."""
     task = ray.remote(_confirm_run).options(num_cpus=res.cpus_per_trial,
                                             num_gpus=res.gpus_per_trial, max_retries=0)
     refs = {task.remote(data, job.config): i for i, job in enumerate(jobs)}
@@ -72,18 +87,27 @@ def run_jobs(jobs: list[Job], data: DataHandle, res: Resources,
     start = time.monotonic()
     with progress:
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            if interrupt.requested():
+                for waiting in pending:
+                    ray.cancel(waiting, force=True)
+                progress.note(f"stopped: {len(pending)} confirmation runs cancelled; they run "
+                              f"again on a resume")
+                break
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
             for ref in done:
                 i = refs[ref]
                 job = jobs[i]
                 head = {"method": job.method, "trial_id": job.trial_id, "rank": job.rank,
                         "seed": job.seed}
                 try:
-                    rows[i] = {**head, **ray.get(ref), "error": ""}
+                    run: dict[str, Any] = ray.get(ref)
+                    rows[i] = {**head, **run, "error": ""}
                 except ray.exceptions.RayError as exc:
                     error = str(exc).strip().splitlines()[-1]
                     rows[i] = {**head, **dict.fromkeys(SELECTED), "error": error}
                     progress.note(f"[red]confirmation run {job.method} {job.trial_id} seed "
                                   f"{job.seed} failed:[/] {error}")
                 progress.advance(time.monotonic() - start)
+                if on_row is not None:
+                    on_row([r for r in rows if r is not None])
     return [r for r in rows if r is not None]

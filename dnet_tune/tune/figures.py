@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dnet_tune.tune.compare import GROUPS
-from dnet_tune.tune.report_data import ReportData, asha_rungs, method_colour
+from dnet_tune.tune.report_data import ReportData, method_colour
 
 DPI = 150  # rendered at 1.5x the size the HTML shows them: crisp on high-density screens
 WIDTH = 12.0  # inches; the HTML shows 100 px per inch, so a full-width figure is 1200 px
@@ -117,6 +117,7 @@ def _status_counts(trials: list[dict[str, Any]]) -> str:
 
 def learning_curves(d: ReportData) -> Figure:
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
     methods = d.methods
@@ -128,8 +129,10 @@ def learning_curves(d: ReportData) -> Figure:
     nrows = math.ceil(len(methods) / ncols)
     fig = new_figure(WIDTH, 3.1 * nrows + 0.7)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
-    rungs = asha_rungs(d.budget)
-    top = float(d.budget.get("max_epochs") or 0) or None
+    rungs = d.rungs
+    top = d.max_epochs
+    stage1 = float(d.budget.get("max_epochs") or 0)
+    stage2 = bool(top and stage1 and top > stage1)
     notes = []
     for ax, method in zip(axes.flat, methods, strict=False):
         trials = d.trials_of(method)
@@ -159,6 +162,8 @@ def learning_curves(d: ReportData) -> Figure:
             continue
         for r in rungs:
             ax.axvline(r, color="#555555", ls=":", lw=1, zorder=1)
+        if stage2 and top:
+            ax.axvspan(stage1 + 0.5, top + 0.3, color="#eeeeee", zorder=0, lw=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if top:
             ax.set_xlim(0.7, top + 0.3)
@@ -182,6 +187,7 @@ def learning_curves(d: ReportData) -> Figure:
                                    label="errored (at its last epoch)")),
         (bool(rungs), Line2D([], [], color="#555555", ls=":", label="ASHA rungs (epoch "
                              + ", ".join(f"{r:g}" for r in rungs) + ")")),
+        (stage2, Patch(color="#eeeeee", label="stage 2")),
     ]
     handles = [h for shown, h in keys if shown]
     if handles:
@@ -192,7 +198,9 @@ def learning_curves(d: ReportData) -> Figure:
                "rung; thick: the config the method chose. Budget: "
                f"{d.budget.get('max_epochs', '?')} epochs, grace period "
                f"{d.budget.get('grace_period', '?')}, reduction factor "
-               f"{d.budget.get('reduction_factor', '?')}.")
+               f"{d.budget.get('reduction_factor', '?')}"
+               + (f"; epochs {stage1 + 1:g}–{top:g} are stage 2 (shaded)." if stage2 and top
+                  else "."))
     return finish("1-learning-curves", "Learning curves", "Validation accuracy per epoch",
                   caption, fig, notes)
 

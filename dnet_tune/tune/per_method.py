@@ -5,16 +5,27 @@ never each other's statistics: a Difficulty-Net trial is compared by ASHA only w
 trials at the same rung, so cheap baselines that look good early cannot stop it (or the other way
 round), and each method's TPE models only its own trials. Every method gets exactly the same
 number of trials.
+
+Both also carry what a resumed or interrupted search needs: the searcher tags each Optuna trial
+with its Ray trial id and reconciles the studies when Ray restores it (`studies.reconcile`);
+the scheduler's ASHA rung records can be read out and put back (Ray does not save a scheduler:
+`resume.SchedulerState` carries them in the experiment snapshot); after a Ctrl-C
+(`interrupt.requested`) no trial is proposed or started and running ones pause at their next
+epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+
+from dnet_tune.tune import interrupt, studies
 
 METHOD_KEY = "method.name"  # the flat config key a trial's method travels under
 
@@ -31,6 +42,8 @@ class PerMethodSearcher(Searcher):
         self.owner: dict[str, str] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if interrupt.requested():
+            return None  # stopping: no new trial (the quota stays for a resume)
         # the method with the fewest trials so far goes next: the methods interleave
         order = sorted((self.suggested[m], i, m) for i, m in enumerate(self.searchers))
         for _, _, method in order:
@@ -41,6 +54,7 @@ class PerMethodSearcher(Searcher):
                 continue
             self.suggested[method] += 1
             self.owner[trial_id] = method
+            studies.tag(self.searchers[method], trial_id)
             return {**config, METHOD_KEY: method}
         if all(n >= self.quota for n in self.suggested.values()):
             return Searcher.FINISHED  # type: ignore[return-value]  # Ray's sentinel string
@@ -62,6 +76,7 @@ class PerMethodSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        self.reconciled = studies.reconcile(self.searchers)
 
 
 class PerMethodScheduler(FIFOScheduler):
@@ -69,7 +84,35 @@ class PerMethodScheduler(FIFOScheduler):
 
     def __init__(self, make: Callable[[], TrialScheduler], methods: list[str]) -> None:
         super().__init__()
-        self.schedulers = {m: make() for m in methods}
+        self.schedulers: dict[str, Any] = {m: make() for m in methods}
+        self.restored: dict[str, int] | None = None  # what a resume put back (search.json)
+        self._snapshots: Any = None  # Tune's experiment checkpoint manager, once a trial ended
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_snapshots": None}
+
+    def snapshot_soon(self, controller: Any) -> None:
+        """Make Tune save its experiment state at the end of this step, not up to 10 s later.
+
+        Called when a trial ends. With `wait_for_snapshot` before each write of the live
+        tables (at the end of the step), the tables never call a trial ended that Tune's saved
+        state still has running, so a resume after a driver kill never re-runs the tail of a
+        trial the tables already showed as ended. This sets the flag Tune itself sets after
+        `num_to_keep` trial checkpoints (Ray 2.60 internals: `_checkpoint_manager`,
+        `_should_force_sync_up`; tests/tune/test_resume.py fails if they stop working).
+        """
+        manager = getattr(controller, "_checkpoint_manager", None)
+        if manager is not None and hasattr(manager, "_should_force_sync_up"):
+            manager._should_force_sync_up = True
+            self._snapshots = manager
+
+    def wait_for_snapshot(self) -> None:
+        """Wait until Tune's last experiment snapshot is in the storage (it is copied there in
+        a background thread), so nothing written after it can be ahead of it."""
+        syncer = getattr(getattr(self._snapshots, "_storage", None), "syncer", None)
+        if syncer is not None:
+            with contextlib.suppress(Exception):  # a failed copy is Tune's to report
+                syncer.wait()
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         self._metric = metric
@@ -84,17 +127,75 @@ class PerMethodScheduler(FIFOScheduler):
 
     def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
         self._of(trial).on_trial_error(tune_controller, trial)
+        self.snapshot_soon(tune_controller)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         decision: str = self._of(trial).on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.CONTINUE and interrupt.requested():
+            # Tune registers the checkpoint that came with this epoch, then stops the actor;
+            # the trial stays unfinished, so a resume continues it from here
+            return TrialScheduler.PAUSE
         return decision
 
     def on_trial_complete(self, tune_controller: Any, trial: Any,
                           result: dict[str, Any]) -> None:
         self._of(trial).on_trial_complete(tune_controller, trial, result)
+        self.snapshot_soon(tune_controller)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        if interrupt.requested():
+            return None  # stopping: paused and pending trials wait for a resume
+        return super().choose_trial_to_run(tune_controller)
+
+    def rung_records(self) -> dict[str, Any]:
+        """Each method's ASHA rungs (milestone -> {trial id: metric}) and stop count.
+
+        Reads AsyncHyperBandScheduler internals (`_brackets`, `_rungs`, `_num_stopped`) of Ray
+        2.60; tests/tune/test_per_method.py fails if they change.
+        """
+        return {m: {"rungs": [[(milestone, dict(recorded)) for milestone, recorded in b._rungs]
+                              for b in s._brackets],
+                    "num_stopped": s._num_stopped}
+                for m, s in self.schedulers.items()}
+
+    def restore_rung_records(self, state: dict[str, Any]) -> None:
+        """Put saved rung records back; records which trials had already been re-added."""
+        added = sum(len(s._trial_info) for s in self.schedulers.values())
+        for method, saved in state.items():
+            asha = self.schedulers[method]
+            for bracket, rungs in zip(asha._brackets, saved["rungs"], strict=True):
+                if [m for m, _ in bracket._rungs] != [m for m, _ in rungs]:
+                    raise ValueError(f"{method}: saved ASHA milestones {[m for m, _ in rungs]}"
+                                     f" differ from {[m for m, _ in bracket._rungs]}")
+                bracket._rungs = [(m, dict(recorded)) for m, recorded in rungs]
+            asha._num_stopped = saved["num_stopped"]
+        self.restored = {"rung_records": sum(len(r) for s in state.values()
+                                             for b in s["rungs"] for _, r in b),
+                         "trials_added_before": added}
 
     def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
         self._of(trial).on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
         return "; ".join(f"{m}: {s.debug_string()}" for m, s in self.schedulers.items())
+
+
+class SchedulerState(tune.Callback):
+    """Carries the per-method ASHA rung records in Tune's experiment snapshot.
+
+    Ray saves a searcher and callbacks with each snapshot but not the scheduler (ray#30838): a
+    restored run would get ASHA back with empty rungs, which stop nobody. Callback state is
+    saved atomically with every snapshot and, on a restore, put back before Tune re-adds the
+    trials (`TuneController.resume`); `PerMethodScheduler.restored` records that order. This
+    callback and the scheduler are pickled together into tuner.pkl, so after a restore
+    `self.scheduler` is the very scheduler the restored run uses.
+    """
+
+    def __init__(self, scheduler: PerMethodScheduler) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any] | None:
+        return {"asha": self.scheduler.rung_records()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.restore_rung_records(state["asha"])

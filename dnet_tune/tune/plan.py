@@ -35,9 +35,13 @@ class SearchRequest:
     confirm_top: int | None = None  # K configs per method (default 3; smoke 1)
     confirm_seeds: int | None = None  # S seeds each (default 3; smoke 2)
     sets: list[str] = field(default_factory=list)
+    recipe: str | None = None  # a recipes/ layer under the trials' base config
     data_dir: str | None = None
     reuse_actors: bool = True  # off only to measure what reuse saves (bench/search.py)
     wait_for_gpus: float = 0.0  # seconds to let an autoscaling cluster bring up --gpus
+    max_failures: int = 3  # retries of a trial whose worker died, each from its last checkpoint
+    optuna_storage: str | None = None  # a database URL for the studies (default: a journal file)
+    resume: str | None = None  # <storage>/<name> of an experiment to continue
 
 
 @dataclass
@@ -61,6 +65,15 @@ class SearchOutcome:
     experiment: str
     summary: list[dict[str, Any]]
     best: dict[str, Any] | None
+    interrupted: bool = False  # Ctrl-C: results so far written, resumable
+
+
+class SearchInterrupted(Exception):
+    """A second Ctrl-C stopped the driver at once; the experiment stays resumable."""
+
+    def __init__(self, experiment: str) -> None:
+        super().__init__(experiment)
+        self.experiment = experiment
 
 
 def check_arguments(req: SearchRequest) -> None:
@@ -76,6 +89,8 @@ def check_arguments(req: SearchRequest) -> None:
                     ("--grace-period", req.grace_period)):
         if v is not None and v < 1:
             raise UserError(f"{flag} must be >= 1, got {v}")
+    if req.max_failures < 0:
+        raise UserError(f"--max-failures must be >= 0, got {req.max_failures}")
     if req.wait_for_gpus < 0:
         raise UserError(f"--wait-for-gpus must be >= 0 seconds, got {req.wait_for_gpus:g}")
     if req.wait_for_gpus > 0 and not req.gpus:
@@ -135,6 +150,19 @@ def plan_resources(req: SearchRequest, cluster: dict[str, float]) -> Resources:
 class HasBudgets(Protocol):
     budget: Budget
     smoke: Budget
+
+
+# Sampled per trial these would give trials of different lengths under one ASHA max_t.
+LENGTH_KEYS = ("train.epochs", "stage2.enabled", "stage2.epochs")
+
+
+def run_epochs(base: dict[str, Any]) -> int:
+    """Epochs of a whole trial: stage 1 (the budget's max_epochs), then stage 2 when enabled.
+
+    ASHA's max_t and the finished/stopped status use this, so stage 2 is never cut off.
+    """
+    stage2 = base.get("stage2") or {}
+    return int(base["train"]["epochs"]) + (int(stage2["epochs"]) if stage2.get("enabled") else 0)
 
 
 def budget_for(req: SearchRequest, space: HasBudgets) -> Budget:

@@ -1,13 +1,69 @@
-"""Checks of the Ray cluster a search runs on, made before any trial is launched."""
+"""Checks of the Ray cluster and the storage a search runs on, made before any trial is launched."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import tempfile
+import uuid
+from pathlib import Path
 from urllib.parse import urlparse
 
 from dnet_tune.errors import UserError
 from dnet_tune.tune.storage import is_uri
+
+# Below this much free space a search would fail part-way (checkpoints every epoch, the tables,
+# Ray's own files); DNET_TUNE_MIN_FREE_MB changes it (e.g. for a small disk you know is enough).
+MIN_FREE_MB = 256.0
+PROBE_BYTES = 4096
+
+
+def check_storage(root: str) -> None:
+    """--storage can be written and is not (nearly) full: one line naming it, before Ray starts.
+
+    A local path is probed in its nearest existing folder (a temp file written, synced and
+    removed), so a missing storage root is fine and nothing stays behind; a URI gets a small
+    object written and deleted.
+    """
+    if is_uri(root) and not root.startswith("file://"):
+        _probe_uri(root)
+        return
+    local = Path(root[len("file://"):] if root.startswith("file://") else root)
+    folder = local
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(f"--storage '{root}': '{folder}' is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dnet-tune-probe-") as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise UserError(f"--storage '{root}' is not writable ({exc.strerror or exc} in "
+                        f"'{folder}'); pass a folder you can write to") from None
+    stat = os.statvfs(folder)
+    free_mb = stat.f_bavail * stat.f_frsize / 2**20
+    need = float(os.environ.get("DNET_TUNE_MIN_FREE_MB", MIN_FREE_MB))
+    if free_mb < need:
+        raise UserError(f"--storage '{root}' is almost full: {free_mb:.0f} MiB free in "
+                        f"'{folder}', a search needs at least {need:.0f} MiB; free some space "
+                        f"or pass another --storage")
+
+
+def _probe_uri(root: str) -> None:
+    import pyarrow.fs as pafs
+
+    probe = f"{root.rstrip('/')}/.dnet-tune-probe-{uuid.uuid4().hex}"
+    try:
+        fs, path = pafs.FileSystem.from_uri(probe)
+        with fs.open_output_stream(path) as f:
+            f.write(b"probe")
+        fs.delete_file(path)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot write to --storage '{root}': {reason}") from None
 
 REACH_TIMEOUT_S = 10.0
 

@@ -6,8 +6,11 @@ steps and the checks of user input stay in `preflight`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import time
+import uuid
 from typing import Any
 
 from rich.console import Console
@@ -18,8 +21,37 @@ from dnet_tune.tune.plan import SearchRequest, gpus_per_trial, trial_slots
 RAY_TEMP_ENV = "DNET_RAY_TEMP_DIR"  # tests point Ray's session files at a pytest tmp dir
 
 
-def connect(address: str | None) -> bool:
-    """Connect to `address` / $RAY_ADDRESS, or start a local Ray; True if we started it."""
+class LocalRay:
+    """The local Ray this command started, and the watchdog that removes its leftovers."""
+
+    def __init__(self) -> None:
+        from dnet_tune.tune import reaper
+
+        self.token = uuid.uuid4().hex
+        self.reaper = reaper.start(self.token)
+
+    def mark(self) -> dict[str, str]:
+        """Environment entries every process of this Ray must inherit (see `reaper`)."""
+        from dnet_tune.tune.reaper import ENV
+
+        return {ENV: self.token}
+
+    def shutdown(self) -> None:
+        """ray.shutdown(), then the watchdog sweeps what outlived it (waited for, briefly)."""
+        import ray
+
+        try:
+            ray.shutdown()
+        finally:
+            if self.reaper.stdin is not None:
+                self.reaper.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.reaper.wait(timeout=30)
+
+
+def connect(address: str | None) -> LocalRay | None:
+    """Connect to `address` / $RAY_ADDRESS, or start a local Ray (returned: the caller shuts
+    it down); None when the Ray was there already."""
     import ray
 
     from dnet_tune.tune.preflight import check_reachable, version_mismatch
@@ -28,7 +60,7 @@ def connect(address: str | None) -> bool:
     if address:
         check_reachable(address)
     if ray.is_initialized():
-        return False
+        return None
     kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": True,
                               "logging_level": "ERROR"}
     if address:
@@ -39,11 +71,26 @@ def connect(address: str | None) -> bool:
             if mismatch is None:
                 raise
             raise mismatch from None
-        return False
+        return None
     if os.environ.get(RAY_TEMP_ENV):
         kwargs["_temp_dir"] = os.environ[RAY_TEMP_ENV]
-    ray.init(include_dashboard=False, **kwargs)
-    return True
+    local = LocalRay()
+    # Ray's daemons are started from this process's environment and workers from theirs:
+    # the mark reaches all of them, and leaves ours right after
+    os.environ.update(local.mark())
+    try:
+        ray.init(include_dashboard=False, **kwargs)
+    except OSError as exc:  # e.g. a temp dir so deep that Ray's socket paths do not fit
+        local.shutdown()
+        raise UserError(f"cannot start a local Ray: {exc}; set {RAY_TEMP_ENV} (or TMPDIR) to "
+                        f"a short, writable folder") from None
+    except BaseException:
+        local.shutdown()
+        raise
+    finally:
+        for key in local.mark():
+            os.environ.pop(key, None)
+    return local
 
 
 def wait_for_gpus(req: SearchRequest, console: Console, poll_s: float = 1.0) -> None:

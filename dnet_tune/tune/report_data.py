@@ -73,6 +73,16 @@ class ReportData:
         return dict(self.meta.get("budget") or {})
 
     @property
+    def max_epochs(self) -> float | None:
+        """Epochs of a whole trial (stage 2 included): ASHA's max_t."""
+        top = self.meta.get("epochs_per_trial") or self.budget.get("max_epochs")
+        return float(top) if top else None
+
+    @property
+    def rungs(self) -> list[float]:
+        return asha_rungs({**self.budget, "max_epochs": self.max_epochs})
+
+    @property
     def confirmed(self) -> bool:
         return any(r["confirmed"] for r in self.rows)
 

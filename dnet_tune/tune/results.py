@@ -43,7 +43,9 @@ class TrialRecord:
     index: int = 0  # start order within the search: the last tie-breaker of a ranking
     rows: list[dict[str, Any]] = field(default_factory=list)
     errored: bool = False
+    diverged: bool = False  # its training loss became non-finite: ended cleanly, not errored
     error: str = ""
+    done: bool = False  # Tune ended it (finished, stopped, diverged or errored)
 
 
 def trial_rows(records: list[TrialRecord]) -> list[dict[str, Any]]:
@@ -64,15 +66,30 @@ def _better(a: float | None, b: float | None) -> bool:
     return a is not None and math.isfinite(a) and (b is None or a > b)
 
 
-def trial_status(last_epoch: int, max_epochs: int, errored: bool = False) -> str:
+def trial_status(last_epoch: int, max_epochs: int, errored: bool = False,
+                 diverged: bool = False) -> str:
     if errored:
         return "errored"
+    if diverged:  # a property of the config (e.g. a learning rate too high), not a failure
+        return "diverged"
     # ASHA is the only thing that ends a healthy trial before max_epochs
     return "finished" if last_epoch >= max_epochs else "stopped"
 
 
-def summary_rows(records: list[TrialRecord], max_epochs: int) -> list[dict[str, Any]]:
+def record_status(rec: TrialRecord, max_epochs: int) -> str:
+    """A trial Tune has not ended yet (running, pending, or paused by a Ctrl-C) is unfinished."""
+    if not rec.done:
+        return "unfinished"
+    last = rec.rows[-1]["epoch"] if rec.rows else 0
+    return trial_status(last, max_epochs, rec.errored, rec.diverged)
+
+
+def summary_rows(records: list[TrialRecord], max_epochs: int,
+                 yaml_cache: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """`yaml_cache` (trial id -> config YAML) spares the tables written while the search runs
+    from dumping every trial's unchanging config again at each write."""
     out = []
+    cache = {} if yaml_cache is None else yaml_cache
     for rec in records:
         best: dict[str, Any] | None = None
         for row in rec.rows:
@@ -80,13 +97,15 @@ def summary_rows(records: list[TrialRecord], max_epochs: int) -> list[dict[str, 
                 best = row
         last = rec.rows[-1]["epoch"] if rec.rows else 0
         row = {"trial_id": rec.trial_id, "method": rec.method, "trial_index": rec.index,
-               "status": trial_status(last, max_epochs, rec.errored),
+               "status": record_status(rec, max_epochs),
                "last_epoch": last, "best_epoch": best["epoch"] if best else None,
                "best_val_acc": best["val_acc"] if best else None}
         row.update({f"{k}_at_best": (best or {}).get(k) for k in AT_BEST if k != "val_acc"})
         row["trial_seconds"] = sum(float(r.get("epoch_time_s", 0.0)) for r in rec.rows)
         row["error"] = rec.error
-        row["config_yaml"] = dump_yaml(rec.resolved)
+        if rec.trial_id not in cache:
+            cache[rec.trial_id] = dump_yaml(rec.resolved)
+        row["config_yaml"] = cache[rec.trial_id]
         row.update({f"config/{k}": _scalar(v) for k, v in sorted(rec.config.items())})
         out.append(row)
     return out
@@ -135,11 +154,18 @@ def write_tables(exp: str, records: list[TrialRecord], summary: list[dict[str, A
 
 def load_experiment(exp: str) -> tuple[dict[str, Any], list[dict[str, Any]],
                                        list[dict[str, Any]]]:
-    """search.json, summary rows and confirmation rows (empty without confirmation)."""
-    if not exists(join(exp, "search.json")) or not exists(join(exp, "summary.parquet")):
-        raise UserError(f"'{exp}' is not a finished dnet-tune experiment (no search.json / "
-                        f"summary.parquet); pass <storage>/<name> of a search")
+    """search.json, summary rows and confirmation rows (empty without confirmation).
+
+    A running or interrupted search may have no summary yet (no trial reported): no rows.
+    """
+    if not exists(join(exp, "search.json")):
+        raise UserError(f"'{exp}' is not a dnet-tune experiment (no search.json); pass "
+                        f"<storage>/<name> of a search")
     meta = json.loads(read_bytes(join(exp, "search.json")))
+    if not exists(join(exp, "summary.parquet")):
+        if meta.get("status", "finished") == "finished":
+            raise UserError(f"'{exp}' has no summary.parquet; its results were not written")
+        return meta, [], []
     # experiments written before searches had several methods: one method and an untuned
     # `ce` row (role "baseline"), which is no tuned method and is left out
     summary = [{"method": meta.get("method"), **r}

@@ -16,11 +16,19 @@ from typing import Any
 from ray import tune
 from ray.tune import result as ray_result
 
-from dnet_tune.tune.per_method import METHOD_KEY, PerMethodScheduler, PerMethodSearcher
-from dnet_tune.tune.plan import Budget, Resources
-from dnet_tune.tune.results import TrialRecord, trial_status
+from dnet_tune.tune.interrupt import StopAtEpochBoundary
+from dnet_tune.tune.live_results import LiveTables
+from dnet_tune.tune.per_method import (
+    METHOD_KEY,
+    PerMethodScheduler,
+    PerMethodSearcher,
+    SchedulerState,
+)
+from dnet_tune.tune.plan import Budget, Resources, run_epochs
+from dnet_tune.tune.results import TrialRecord, record_status
 from dnet_tune.tune.sampling import apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
+from dnet_tune.tune.studies import study_name
 from dnet_tune.tune.tensorboard_events import TensorBoardCallback
 from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial
 from dnet_tune.tune.view import SearchView
@@ -37,23 +45,58 @@ def epoch_row(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k not in RAY_KEYS}
 
 
-class Recorder(tune.Callback):
-    """Collects each trial's reported epochs on the driver and feeds the live view."""
+# The objects of ours that `Tuner.restore` unpickled from the experiment (they register
+# themselves when unpickled): the driver's handle on what the restored run will call.
+_UNPICKLED: dict[str, Any] = {}
 
-    def __init__(self, setup: TrialSetup, view: SearchView | None) -> None:
+
+class Recorder(tune.Callback):
+    """Collects each trial's reported epochs on the driver and feeds the live view.
+
+    Its records are callback state: Tune saves them with every experiment snapshot, so after a
+    driver kill a resume starts from the records that match Tune's own trial states.
+    """
+
+    def __init__(self, setup: TrialSetup, view: SearchView | None,
+                 scheduler: PerMethodScheduler | None = None,
+                 searcher: PerMethodSearcher | None = None) -> None:
         self.trial_setup = setup
         self.view = view
+        # pickled with it into tuner.pkl: after a restore, the very objects the run uses
+        self.scheduler = scheduler
+        self.searcher = searcher
+        self.exp: str | None = None  # where the live tables go (set by the driver, not pickled)
         self.records: dict[str, TrialRecord] = {}
         self.running: set[str] = set()
         self.peak_running = 0  # how many trials Tune ran at once: the packing actually achieved
 
     def __getstate__(self) -> dict[str, Any]:
-        # The Tuner pickles its callbacks into the experiment state; the live view (locks, a
-        # terminal) stays on this driver.
-        return {"trial_setup": self.trial_setup}
+        # The Tuner pickles its callbacks into tuner.pkl; the live view (locks, a terminal)
+        # stays on this driver, and the records travel as callback state (get_state).
+        return {"trial_setup": self.trial_setup, "scheduler": self.scheduler,
+                "searcher": self.searcher}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["trial_setup"], None)  # type: ignore[misc]
+        self.__init__(state["trial_setup"], None, state.get("scheduler"),  # type: ignore[misc]
+                      state.get("searcher"))
+        _UNPICKLED["recorder"] = self
+
+    def get_state(self) -> dict[str, Any] | None:
+        return {"records": [vars(r) for r in self.records.values()],
+                "peak_running": self.peak_running}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """On a restore (before Tune re-adds the trials): the records of Tune's snapshot."""
+        self.records = {r["trial_id"]: TrialRecord(**r) for r in state["records"]}
+        self.peak_running = int(state.get("peak_running", 0))
+        if self.view is not None:
+            ended = {r.trial_id: self.status(r) for r in self.records.values() if r.done}
+            self.view.preload(ended)
+            self.view.note(f"resuming: {len(ended)} of {self.view.trials} trials had ended; "
+                           f"{len(self.records) - len(ended)} continue from their checkpoints")
+
+    def status(self, rec: TrialRecord) -> str:
+        return record_status(rec, run_epochs(self.trial_setup.base))
 
     def _record(self, trial: Any) -> TrialRecord:
         rec = self.records.get(trial.trial_id)
@@ -74,24 +117,37 @@ class Recorder(tune.Callback):
                         result: dict[str, Any], **info: Any) -> None:
         rec = self._record(trial)
         row = epoch_row(result)
-        # a restored trial re-reports nothing twice, but keep the table one row per epoch
-        rec.rows = [r for r in rec.rows if r["epoch"] != row["epoch"]] + [row]
+        # A trial retried after its worker died (or resumed after the driver died) continues
+        # from its last registered checkpoint, which may be an epoch behind its last report:
+        # the replayed epoch replaces the first (the same numbers: the checkpoint restores the
+        # RNG), so the table keeps one row per epoch, in order.
+        rows = {r["epoch"]: r for r in rec.rows}
+        rows[row["epoch"]] = row
+        rec.rows = [rows[e] for e in sorted(rows)]
+        if row.get("diverged"):
+            rec.diverged = True
+            rec.error = str(row.get("divergence", "training diverged"))
         if self.view is not None:
             self.view.result(trial.trial_id, row)
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any,
+                         **info: Any) -> None:
+        if self.view is not None:
+            self.view.note(f"trial {trial.trial_id} lost its worker; retrying from its last "
+                           f"checkpoint (failure {trial.num_failures})")
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
                           **info: Any) -> None:
         self.running.discard(trial.trial_id)
         rec = self._record(trial)
-        last = rec.rows[-1]["epoch"] if rec.rows else 0
+        rec.done = True
         if self.view is not None:
-            max_epochs = self.trial_setup.base["train"]["epochs"]
-            self.view.done(trial.trial_id, trial_status(last, max_epochs))
+            self.view.done(trial.trial_id, self.status(rec))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.running.discard(trial.trial_id)
         rec = self._record(trial)
-        rec.errored = True
+        rec.errored = rec.done = True
         rec.error = _last_error_line(trial)
         if self.view is not None:
             self.view.error(trial.trial_id, f"{rec.error} (details: {trial.path}/error.txt)")
@@ -114,40 +170,70 @@ def trial_dirname(trial: Any) -> str:
 
 
 @dataclass
+class TunerSpec:
+    """Everything a Tuner is built from (and a restored one checked against)."""
+
+    space: SearchSpace
+    methods: list[str]
+    seed: int
+    budget: Budget
+    base: dict[str, Any]
+    resources: Resources
+    name: str
+    storage: str
+    reuse_actors: bool = True
+    max_failures: int = 3
+    optuna_storage: Any = None  # an Optuna storage; None: in memory (Ray's searcher snapshot)
+
+
+@dataclass
 class TunerRun:
-    """What `build_tuner` made and `collect` reads back."""
+    """What `build_tuner` / `restore_tuner` made and `collect` reads back."""
 
     tuner: Any
     recorder: Recorder
     data: DataHandle
+    scheduler: PerMethodScheduler | None = None
 
 
-def build_tuner(space: SearchSpace, methods: list[str], seed: int, budget: Budget,
-                base: dict[str, Any], data: DataHandle, res: Resources, name: str,
-                storage: str, reuse_actors: bool, view: SearchView) -> TunerRun:
+def _prepare(spec: TunerSpec, data: DataHandle) -> tuple[Any, TrialSetup]:
     import optuna
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Ray's newer console output prints its own banner even at verbose 0; the classic reporter
     # at verbose 0 is silent, and our view replaces it.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    virtual = frozenset(n for m in methods for n in space.virtual_names(m))
-    setup = TrialSetup(base, virtual)
+    virtual = frozenset(n for m in spec.methods for n in spec.space.virtual_names(m))
+    setup = TrialSetup(spec.base, virtual)
+    res = spec.resources
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, setup=setup),
                                     resources)
+    return trainable, setup
+
+
+def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -> TunerRun:
+    import optuna
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    trainable, setup = _prepare(spec, data)
+    space, methods, budget, res = spec.space, spec.methods, spec.budget, spec.resources
     searchers = {m: OptunaSearch(space=define_by_run(space, m), metric="val_acc", mode="max",
-                                 sampler=optuna.samplers.TPESampler(seed=seed))
+                                 sampler=optuna.samplers.TPESampler(seed=spec.seed),
+                                 storage=spec.optuna_storage,
+                                 study_name=study_name(spec.name, m))
                  for m in methods}
     searcher = PerMethodSearcher(searchers, budget.trials, metric="val_acc", mode="max")
     scheduler = PerMethodScheduler(
-        lambda: ASHAScheduler(time_attr="epoch", max_t=budget.max_epochs,
+        lambda: ASHAScheduler(time_attr="epoch", max_t=run_epochs(spec.base),
                               grace_period=budget.grace_period,
                               reduction_factor=budget.reduction_factor), methods)
-    recorder = Recorder(setup, view)
+    recorder = Recorder(setup, view, scheduler, searcher)
+    recorder.exp = exp
+    callbacks = [recorder, SchedulerState(scheduler), LiveTables(recorder, run_epochs(spec.base)),
+                 StopAtEpochBoundary(), TensorBoardCallback()]
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -156,16 +242,36 @@ def build_tuner(space: SearchSpace, methods: list[str], seed: int, budget: Budge
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=res.slots),
             # a finished trial's worker takes the next trial: no new process, no second
             # `import torch` (~3.5 s) per trial; every trial still seeds itself from its config
-            reuse_actors=reuse_actors,
+            reuse_actors=spec.reuse_actors,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, verbose=0,
-            callbacks=[recorder, TensorBoardCallback()],
+            name=spec.name, storage_path=spec.storage, verbose=0, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # a trial whose worker dies (kill, OOM, spot preemption) goes back to PENDING and
+            # resumes from its last checkpoint, at most this many times
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         ),
     )
-    return TunerRun(tuner, recorder, data)
+    return TunerRun(tuner, recorder, data, scheduler)
+
+
+def restore_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -> TunerRun:
+    """The experiment's own Tuner, continued: finished trials stay finished, unfinished ones
+    (running, pending, paused by a Ctrl-C) resume from their last checkpoints.
+
+    Errored trials are not retried: each already used its --max-failures retries, and its
+    study has it as FAIL. The searcher, the callbacks' state (our records, the ASHA rungs) and
+    the trial states all come from Tune's last snapshot, so they agree with each other.
+    """
+    trainable, _ = _prepare(spec, data)
+    _UNPICKLED.clear()
+    tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True,
+                               resume_errored=False)
+    recorder = _UNPICKLED.pop("recorder")
+    recorder.view = view
+    recorder.exp = exp
+    return TunerRun(tuner, recorder, data, recorder.scheduler)
 
 
 def fit_quietly(run: TunerRun, view: SearchView) -> None:

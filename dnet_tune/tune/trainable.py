@@ -5,6 +5,11 @@ and turns each epoch into `tune.report(metrics, checkpoint=...)`. Resuming (afte
 failure or a restored experiment) reloads the trainer's own checkpoint, whose epoch counter and
 RNG states make the continuation exact; ASHA reads our `epoch`, not Tune's
 `training_iteration`, because the latter restarts from 1 after a restore.
+
+A config whose training loss becomes non-finite has *diverged*: that is an answer about the
+config, not a failure of the trial, so it ends cleanly with one last report whose `val_acc` is
+0.0. A NaN there would be worse: ASHA never stops a NaN trial (`NaN < cutoff` is False) and
+Optuna refuses a NaN final value; 0.0 is the worst finite value, so both learn from it.
 """
 
 from __future__ import annotations
@@ -68,6 +73,11 @@ def trial_config(base: dict[str, Any], flat: dict[str, Any], virtual: frozenset[
     return cfg
 
 
+def diverged_result(epoch: int, reason: str) -> dict[str, Any]:
+    """The last report of a diverged trial: the worst finite val_acc, flagged, with the reason."""
+    return {"epoch": epoch, "val_acc": 0.0, "diverged": True, "divergence": reason}
+
+
 def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> None:
     from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 
@@ -77,7 +87,11 @@ def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> No
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(load_checkpoint(str(Path(d) / CHECKPOINT_FILE)))
     where = placement(trainer.device)
-    for metrics in trainer.fit():
-        with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(trainer, str(Path(d) / CHECKPOINT_FILE))
-            tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(d))
+    try:
+        for metrics in trainer.fit():
+            with tempfile.TemporaryDirectory() as d:
+                save_checkpoint(trainer, str(Path(d) / CHECKPOINT_FILE))
+                tune.report({**metrics, "diverged": False, **where},
+                            checkpoint=tune.Checkpoint.from_directory(d))
+    except FloatingPointError as exc:  # train.Trainer: the loss became NaN or infinite
+        tune.report({**diverged_result(trainer.epoch + 1, str(exc)), **where})

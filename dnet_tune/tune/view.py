@@ -44,6 +44,10 @@ class SearchView:
         self.live.__exit__(*exc)
         self.console.line()
 
+    def preload(self, statuses: dict[str, str]) -> None:
+        """Trials that ended before a resume, so the counts cover the whole experiment."""
+        self.state.update(statuses)
+
     def result(self, trial_id: str, metrics: dict[str, Any]) -> None:
         self.state[trial_id] = "running"
         v = metrics.get("val_acc")
@@ -55,6 +59,9 @@ class SearchView:
         self.state[trial_id] = status
         self.live.update(self._render())
 
+    def note(self, message: str) -> None:
+        self.console.print(message)
+
     def error(self, trial_id: str, message: str) -> None:
         self.state[trial_id] = "errored"
         self.console.print(f"[red]trial {trial_id} failed:[/] {message}")
@@ -62,10 +69,12 @@ class SearchView:
 
     def _render(self) -> Group:
         counts = {s: sum(v == s for v in self.state.values())
-                  for s in ("running", "stopped", "finished", "errored")}
+                  for s in ("running", "stopped", "finished", "diverged", "errored")}
+        # a diverged trial is an answer about its config, not an error: counted, not shouted
+        diverged = f"diverged {counts['diverged']} · " if counts["diverged"] else ""
         line = (f"[bold]{self.title}[/]  {len(self.state)}/{self.trials} trials started · "
                 f"running {counts['running']} · stopped by ASHA {counts['stopped']} · "
-                f"finished {counts['finished']} · errored {counts['errored']} · "
+                f"finished {counts['finished']} · {diverged}errored {counts['errored']} · "
                 f"{time.monotonic() - self.start:.0f}s")
         best = (f"best so far: val_acc {pct(self.best[0])}% (trial {self.best[1]}, "
                 f"epoch {self.best[2]})" if self.best else "best so far: -")
@@ -157,6 +166,16 @@ def _fmt(v: Any) -> str:
     return {"relative": "rel", "absolute": "abs", "detached": "det"}.get(str(v), str(v))
 
 
+def status_line(rep: dict[str, Any]) -> str:
+    """One line for a search that is not finished: how far it got, and what to do."""
+    head = (f"{rep['experiment']} is {rep['status']}: {rep.get('trials_ended', 0)} of "
+            f"{rep.get('trials_budget', '?')} trials ended, numbers are provisional (best so "
+            f"far, not confirmed)")
+    if rep["status"] == "interrupted":
+        return f"{head}; continue with: dnet-tune search --resume {rep['experiment']}"
+    return head
+
+
 def print_report(console: Console, reports: list[dict[str, Any]], where: str) -> None:
     """`dnet-tune report`: per experiment, the comparison table, the difference, the choices."""
     if not reports:
@@ -164,6 +183,10 @@ def print_report(console: Console, reports: list[dict[str, Any]], where: str) ->
         return
     for rep in reports:
         status = "" if rep["status"] == "finished" else f" [{rep['status']}]"
+        if rep["status"] != "finished":
+            console.print(status_line(rep))
+        if not rep["rows"]:
+            continue
         console.print(comparison_table(rep["rows"], f"{rep['dataset']}: {rep['experiment']}"
                                                     f"{status}"))
         if rep["difference"] is not None:

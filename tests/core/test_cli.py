@@ -102,3 +102,12 @@ def test_every_flag_of_every_command_has_help():
                for name, sub in _subparsers(build_parser()) for a in sub._actions
                if not a.help and a.dest != "help" and not a.choices]
     assert not missing, missing
+
+
+def test_a_diverging_run_is_a_failure_in_one_line(cli, tmp_path):
+    code, _, err = cli("train", "--dataset", "digits_lt", "--method", "ce", "--smoke",
+                       "--set", "optim.lr=1e8", "--output", str(tmp_path / "run"), "--quiet")
+    assert code == 1 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dnet-tune: error: the run diverged: ")
+    assert "training loss became nan at epoch 1" in lines[0]

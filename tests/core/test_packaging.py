@@ -1,5 +1,6 @@
-"""A built wheel carries the search spaces, so a pip-installed dnet-tune (a cluster node, a
-RayJob without a checkout) finds `search_spaces/<dataset>.yaml` for every registered dataset."""
+"""A built wheel carries the search spaces and the recipes, so a pip-installed dnet-tune (a
+cluster node, a RayJob without a checkout) finds `search_spaces/<dataset>.yaml` for every
+registered dataset and every `recipes/<name>.yaml`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def test_wheel_ships_the_search_spaces_and_finds_them_installed(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for name in ("dnet_tune", "search_spaces"):
+    for name in ("dnet_tune", "search_spaces", "recipes"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps",
@@ -28,13 +29,21 @@ def test_wheel_ships_the_search_spaces_and_finds_them_installed(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for dataset in DATASETS.names():
         assert f"dnet_tune/search_spaces/{dataset}.yaml" in names
+    recipes = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
+    assert "paper.yaml" in recipes
+    for recipe in recipes:
+        assert f"dnet_tune/recipes/{recipe}" in names
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(target), str(wheel)], check=True)
     code = ("from dnet_tune.tune.space import default_space_path; "
             "from dnet_tune.tune.space_file import load_space; "
-            "p = default_space_path('digits_lt'); load_space(p); print(p)")
+            "p = default_space_path('digits_lt'); load_space(p); print(p); "
+            "from dnet_tune.recipe import read_recipe, recipe_path; read_recipe('paper'); "
+            "print(recipe_path('paper'))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=tmp_path, env={"PYTHONPATH": str(target)}).stdout
-    assert Path(out.strip()).is_relative_to(target)
+    space, recipe = out.split()
+    assert Path(space).is_relative_to(target)
+    assert Path(recipe).is_relative_to(target)

@@ -22,7 +22,7 @@ from dnet_tune.models.registry import MODELS
 def test_recipe_is_a_valid_config(name):
     recipe = dataset_recipe(name)
     assert {"data", "model", "optim", "train"} <= set(recipe)
-    assert set(recipe) <= {"data", "model", "method", "dn", "optim", "train"}
+    assert set(recipe) <= {"data", "model", "method", "dn", "optim", "train", "stage2"}
     cfg = config_from_dict(merge(recipe, {"data": {"name": name}}))
     assert cfg.data.name == name
     assert cfg.model.name in MODELS, f"{name} recipe names an unregistered model"

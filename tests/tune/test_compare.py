@@ -39,6 +39,16 @@ def test_candidates_break_ties_by_earlier_epoch_then_start_order():
     assert [r["trial_id"] for r in compare.candidates(summary, "ce", 2)] == ["d", "b"]
 
 
+def test_a_diverged_trial_is_never_a_candidate_whatever_it_scored_first():
+    summary = [{**_summary_row("a", "ce", 0.99, 2, 0), "status": "diverged"},
+               {**_summary_row("b", "ce", 0.50, 3, 1), "status": "stopped"},
+               {**_summary_row("c", "ce", 0.40, 3, 2), "status": "finished"}]
+    assert [r["trial_id"] for r in compare.candidates(summary, "ce", 3)] == ["b", "c"]
+    row = compare.method_row("ce", summary, [], 1, {})
+    assert row is not None and row["trial_id"] == "b"
+    assert compare.method_row("ce", summary[:1], [], 1, {}) is None  # nothing usable
+
+
 def _confirm(method, trial, seed, val, test):
     return {"method": method, "trial_id": trial, "seed": seed, "val_acc": val, "test_acc": test,
             "test_many": test, "test_medium": test, "test_few": test}

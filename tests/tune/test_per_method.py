@@ -7,6 +7,7 @@ nothing runs), so every decision here is the scheduler's and the searcher's own.
 from __future__ import annotations
 
 import optuna
+import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -90,3 +91,33 @@ def test_one_shared_asha_would_have_stopped_it():
         asha.on_trial_result(None, t, {"epoch": 1, "val_acc": 0.90 + i * 0.01})
     assert asha.on_trial_result(None, trials[4], {"epoch": 1, "val_acc": 0.30}) == \
         TrialScheduler.STOP
+
+
+def test_asha_rung_records_survive_a_restore_and_decide_the_same():
+    """What Ray does not save: a scheduler restored with the records stops the same weak trial
+    that the original would; a fresh one (Ray's restore without them) lets it continue."""
+    sched = _scheduler()
+    strong = [_trial(f"f{i}", "fast") for i in range(4)]
+    for i, t in enumerate(strong):
+        sched.on_trial_add(None, t)
+        sched.on_trial_result(None, t, {"epoch": 1, "val_acc": 0.90 + i * 0.01})
+    state = sched.rung_records()
+
+    weak = _trial("w", "fast")
+    restored, fresh = _scheduler(), _scheduler()
+    restored.restore_rung_records(state)
+    assert restored.restored == {"rung_records": 4, "trials_added_before": 0}
+    for s in (sched, restored, fresh):
+        s.on_trial_add(None, weak)
+    result = {"epoch": 1, "val_acc": 0.10}
+    assert sched.on_trial_result(None, weak, dict(result)) == TrialScheduler.STOP
+    assert restored.on_trial_result(None, weak, dict(result)) == TrialScheduler.STOP
+    assert fresh.on_trial_result(None, weak, dict(result)) == TrialScheduler.CONTINUE
+
+
+def test_rung_records_for_other_milestones_are_refused():
+    other = PerMethodScheduler(lambda: ASHAScheduler(time_attr="epoch", max_t=9, grace_period=3,
+                                                     reduction_factor=3), ["fast", "slow"])
+    other.set_search_properties("val_acc", "max")
+    with pytest.raises(ValueError, match="milestones"):
+        _scheduler().restore_rung_records(other.rung_records())

@@ -31,3 +31,33 @@ def test_a_failed_write_keeps_the_raw_results_and_says_where(tmp_path):
     kept = json.loads(raw.read_text())
     assert kept["trials"][0]["trial_id"] == "t1"
     assert kept["trials"][0]["rows"][0]["val_acc"] == 0.5
+
+
+def test_a_trial_tune_has_not_ended_is_unfinished_in_the_live_summary():
+    rec = _record(1.0)
+    assert summary_rows([rec], 1)[0]["status"] == "unfinished"
+    rec.done = True
+    assert summary_rows([rec], 1)[0]["status"] == "finished"
+    rec.diverged = True
+    assert summary_rows([rec], 1)[0]["status"] == "diverged"
+
+
+def test_reading_tables_never_aborts_the_interpreter_at_exit(tmp_path):
+    """`report` once died at exit with "terminate called without an active exception" (134):
+    an Arrow pool thread freed a Python-backed buffer after shutdown began. Fifty reads then
+    exit, ten times: with the old reader about one run in four aborted."""
+    import subprocess
+    import sys
+
+    from dnet_tune.tune.storage import write_table
+
+    table = tmp_path / "t.parquet"
+    write_table(str(table), [{"trial_id": f"t{i}", "epoch": e, "val_acc": 0.5, "lists": [1.0] * 10}
+                             for i in range(20) for e in range(1, 9)])
+    code = ("import sys\nfrom dnet_tune.tune.storage import read_table\n"
+            "for _ in range(50):\n    rows = read_table(sys.argv[1])\n"
+            "print(len(rows))\n")
+    for _ in range(10):
+        res = subprocess.run([sys.executable, "-c", code, str(table)], capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0 and res.stdout.strip() == "160", res.stderr[-500:]

@@ -295,15 +295,60 @@ def test_set_fixes_a_searched_parameter_in_every_trial(ray_local, cli, tmp_path)
         assert r.get("config/optim.lr") is None
 
 
-def test_failing_trials_are_recorded_and_the_search_exits_non_zero(ray_local, cli, tmp_path):
+def test_diverging_trials_end_cleanly_and_the_search_exits_non_zero(ray_local, cli, tmp_path):
+    """A NaN loss is an answer about the config (status `diverged`), not a trial error: no
+    traceback, no error line per trial, and with nothing usable the search exits 1."""
     code, out, err = cli("search", "--smoke", "--trials", 2, "--method", "difficulty_net",
                          "--set", "optim.lr=1e8", "--storage", tmp_path, "--name", "nan")
     assert code == 1
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "FloatingPointError: training loss became nan" in lines[0]
-    assert out.count("failed: FloatingPointError") == 2 and "Traceback" not in out + err
-    summary = pq.read_table(tmp_path / "nan" / "summary.parquet").to_pylist()
-    assert [r["status"] for r in summary] == ["errored", "errored"]
+    assert len(lines) == 1 and lines[0].startswith("dnet-tune: error: "), err
+    assert "reported a usable result (2 diverged)" in lines[0]
+    assert "training loss became nan at epoch 1" in lines[0]
+    assert "Traceback" not in out + err and "failed" not in out
+    assert "diverged 2" in out and "errored 0" in out
+    exp = tmp_path / "nan"
+    summary = pq.read_table(exp / "summary.parquet").to_pylist()
+    assert [r["status"] for r in summary] == ["diverged", "diverged"]
     assert all("nan at epoch 1" in r["error"] for r in summary)
-    assert all((tmp_path / "nan" / f"trial_{r['trial_id']}" / "error.txt").is_file()
-               for r in summary)
+    assert all(r["last_epoch"] == 1 and r["best_val_acc"] == 0.0 for r in summary)
+    rows = table_to_rows(pq.read_table(exp / "trials.parquet"))
+    assert len(rows) == 2 and all(r["diverged"] is True and r["val_acc"] == 0.0 for r in rows)
+    assert not any((exp / f"trial_{r['trial_id']}" / "error.txt").exists() for r in summary)
+    assert not (exp / "best_config.yaml").exists()
+
+
+def test_asha_sees_stage2_epochs_and_does_not_cut_them(ray_local, cli, tmp_path):
+    """max_t is stage 1 + stage 2: a trial ASHA never stops runs all E1 + E2 epochs."""
+    code, _, err = cli("search", "--dataset", "digits_lt", "--method", "ce", "--trials", 2,
+                       "--max-epochs", 2, "--grace-period", 1, "--reduction-factor", 2,
+                       "--cpus-per-trial", 2, "--no-confirm", "--set", "stage2.enabled=true",
+                       "--set", "stage2.epochs=2", "--storage", tmp_path, "--name", "two")
+    assert code == 0, err
+    exp = tmp_path / "two"
+    summary = _summary(exp)
+    assert len(summary) == 2
+    for r in summary:
+        assert r["status"] == ("finished" if r["last_epoch"] == 4 else "stopped")
+    assert any(r["status"] == "finished" for r in summary)  # the first trial is never stopped
+    rows = table_to_rows(pq.read_table(exp / "trials.parquet"))
+    finished = {r["trial_id"] for r in summary if r["status"] == "finished"}
+    stages = [x["stage"] for x in rows if x["trial_id"] in finished]
+    assert stages == [1, 1, 2, 2] * len(finished)
+    assert json.loads((exp / "search.json").read_text())["epochs_per_trial"] == 4
+
+
+@pytest.mark.parametrize("key", ["stage2.epochs", "stage2.enabled"])
+def test_a_space_cannot_search_the_length_of_a_trial(cli, one_line_error, tmp_path, key):
+    from dnet_tune.tune.space import default_space_path
+
+    text = default_space_path("digits_lt").read_text()
+    choice = "[1, 2]" if key == "stage2.epochs" else "[true, false]"
+    text = text.replace("common:\n", f"common:\n  {key}: {{type: categorical, choices: "
+                                     f"{choice}}}\n", 1)
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    storage = tmp_path / "results"
+    code, _, err = cli("search", "--space", space, "--smoke", "--storage", storage)
+    one_line_error(code, err, key, "fixed:")
+    assert not storage.exists()

@@ -215,3 +215,31 @@ def test_pinning_resolves_conditions_and_structure():
     fixed_dn, removed = space.pin({"dn.hidden": [32, 32]})
     assert {"dn.width", "dn.depth"} <= set(removed)  # depth steered only the widths
     assert not fixed_dn.virtual_names("difficulty_net")
+
+
+@pytest.mark.parametrize("dataset", ["cifar10_lt", "cifar100_lt"])
+def test_two_stage_cifar_space_searches_stage2_with_stage2_on(dataset):
+    from pathlib import Path
+
+    path = Path(default_space_path(dataset)).parent / "cifar_lt_two_stage.yaml"
+    space = load_space(path)
+    assert sorted(space.methods) == sorted(METHODS.names())
+    req = SearchRequest(dataset=dataset, space=str(path))
+    for method in ("difficulty_net", "ce"):
+        base = base_config(req, space, budget_for(req, space), method)
+        flats = check_against_config(space, base, method, samples=10, seed=2)
+        cfgs = [config_from_dict(apply_flat(base, f, space.virtual_names(method))) for f in flats]
+        assert all(c.stage2.enabled and c.stage2.epochs == 10 for c in cfgs)
+        assert len({c.stage2.lr for c in cfgs}) == 10  # searched, not fixed
+        assert all(0.01 <= c.stage2.lr <= 0.2 and 0 <= c.stage2.smoothing_head <= 0.5
+                   for c in cfgs)
+
+
+def test_default_spaces_leave_stage2_off():
+    """`make demo` (digits) and the default CIFAR searches keep their cost: no stage 2."""
+    for dataset in DATASETS.names():
+        space = load_space(default_space_path(dataset))
+        req = SearchRequest(dataset=dataset)
+        base = base_config(req, space, budget_for(req, space), "difficulty_net")
+        assert base["stage2"]["enabled"] is False
+        assert not any(p.name.startswith("stage2.") for p in space.params_for("difficulty_net"))

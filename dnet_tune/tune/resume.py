@@ -1,0 +1,126 @@
+"""`search --resume <storage>/<name>`: what a resumed search may take from the user and what
+it must take from the experiment.
+
+A resume spends the budget the experiment was started with exactly once, so everything that
+decides what runs (dataset, methods, budget, space, seeds, resources, fixed `--set` values...)
+comes from the request stored in search.json, never from flags; a flag that would change it is
+refused. The space file is read again (its path is stored), so a fingerprint of its content,
+the budget, the methods and the seeds, taken when the search started, must match: an edited
+space file would silently make a different search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import socket
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from dnet_tune.errors import UserError
+from dnet_tune.tune.plan import Budget, Confirmation, SearchRequest
+from dnet_tune.tune.storage import exists, join, read_bytes
+
+# what a resume may be given: how to show it, where Ray is, the database's credentials
+RESUME_FLAGS = frozenset({"command", "resume", "quiet", "address", "optuna_storage"})
+# SearchRequest fields that are where/how to run, not what to run
+NOT_STORED = frozenset({"address", "optuna_storage", "resume"})
+
+
+def refuse_changing_flags(args: argparse.Namespace, defaults: argparse.Namespace) -> None:
+    """One line naming the first flag that a resume would have to ignore."""
+    for key, value in vars(args).items():
+        if key in RESUME_FLAGS or value == getattr(defaults, key, value):
+            continue
+        flag = "--" + key.replace("_", "-")
+        raise UserError(f"{flag} cannot be combined with --resume: a resumed search runs with "
+                        f"the settings it started with (search.json); drop {flag}, or start a "
+                        f"new search with --name")
+
+
+def stored_request(req: SearchRequest) -> dict[str, Any]:
+    return {f.name: getattr(req, f.name) for f in fields(req) if f.name not in NOT_STORED}
+
+
+def fingerprint(space_path: str, budget: Budget, methods: list[str], seed: int,
+                confirmation: Confirmation | None, dataset: str,
+                sets: list[str]) -> dict[str, Any]:
+    """What decides a search's trials and their number, with one digest over all of it."""
+    parts = {
+        "space_sha256": hashlib.sha256(Path(space_path).read_bytes()).hexdigest(),
+        "budget": {k: float(v) for k, v in vars(budget).items()},
+        "methods": list(methods),
+        "seed": seed,
+        "confirm": ({"top": confirmation.top, "seeds": confirmation.seeds}
+                    if confirmation else None),
+        "dataset": dataset,
+        "sets": list(sets),
+    }
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return {**parts, "digest": digest}
+
+
+def check_fingerprint(stored: dict[str, Any], now: dict[str, Any], space_path: str) -> None:
+    if stored.get("digest") == now["digest"]:
+        return
+    if stored.get("space_sha256") != now["space_sha256"]:
+        raise UserError(f"the search space file '{space_path}' changed since this experiment "
+                        f"started; put the original back to resume, or start a new search "
+                        f"with --name")
+    what = next((k for k in now if k != "digest" and stored.get(k) != now[k]), "settings")
+    raise UserError(f"this experiment's {what} changed since it started ({stored.get(what)} → "
+                    f"{now[what]}); a resume must spend the original budget: start a new "
+                    f"search with --name")
+
+
+def driver_info() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "started": dt.datetime.now().isoformat(timespec="seconds")}
+
+
+def driver_alive(meta: dict[str, Any]) -> bool:
+    """Whether the driver that wrote `meta` still runs (known only on its own host)."""
+    driver = meta.get("driver") or {}
+    if driver.get("host") != socket.gethostname() or not driver.get("pid"):
+        return False
+    try:
+        os.kill(int(driver["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return int(driver["pid"]) != os.getpid()
+
+
+def effective_status(meta: dict[str, Any]) -> str:
+    """search.json's status, except that a "running" search whose driver is gone (kill -9, a
+    lost head node) is reported as interrupted."""
+    status = str(meta.get("status", "finished"))
+    if status == "running" and (meta.get("driver") or {}).get("host") == socket.gethostname() \
+            and not driver_alive(meta):
+        return "interrupted"
+    return status
+
+
+def load_for_resume(exp: str) -> tuple[dict[str, Any], SearchRequest]:
+    """search.json of a resumable experiment and the request it was started with."""
+    meta_path = join(exp, "search.json")
+    if not exists(meta_path):
+        raise UserError(f"'{exp}' is not a dnet-tune experiment (no search.json); pass "
+                        f"<storage>/<name> of a search to --resume")
+    meta = json.loads(read_bytes(meta_path))
+    if "request" not in meta or "fingerprint" not in meta:
+        raise UserError(f"'{exp}' was written by an older dnet-tune that could not resume")
+    if meta.get("status") == "finished":
+        raise UserError(f"'{exp}' is finished; nothing to resume (see dnet-tune report {exp})")
+    if meta.get("status") == "running" and driver_alive(meta):
+        raise UserError(f"'{exp}' is still running (driver pid {meta['driver']['pid']} on "
+                        f"this host); stop it first (Ctrl-C), then resume")
+    known = {f.name for f in fields(SearchRequest)}
+    req = SearchRequest(**{k: v for k, v in meta["request"].items() if k in known})
+    req.space = meta.get("space") or req.space
+    return meta, req

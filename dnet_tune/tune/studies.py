@@ -1,0 +1,147 @@
+"""Where each method's Optuna study lives, and how a resumed search makes it agree with Ray.
+
+Default: one Optuna journal file in the experiment folder, `<experiment>/optuna.journal`
+(Optuna's JournalStorage with a JournalFileBackend), one study per method named
+`<experiment>:<method>`. Why a journal file rather than SQLite:
+- concurrent writers: only the search driver writes, so neither needs more; but the journal's
+  lock works on NFS (a link/rename lock), where SQLite's POSIX locks are known to be unreliable
+  and can corrupt the database, and the cluster setups here put experiments on shared
+  filesystems (`file:///mnt/...`);
+- kill -9: every journal record is appended and fsync'd; a driver killed mid-append leaves at
+  most one torn last line, which `repair_journal` cuts off before a resume (SQLite would roll
+  back on its own; the journal needs this one step);
+- no database server and no extra dependency; `optuna-dashboard` reads both kinds;
+- object storage (s3://, gs://) holds neither: there the studies stay in memory and live in
+  Ray's searcher snapshot in the bucket, which a resume restores (`--optuna-storage URL` gives
+  them a real database instead, e.g. postgresql://... for users with a server).
+
+Ray also pickles each OptunaSearch (with its study handle) in its snapshot, at most every few
+seconds, so after a driver kill the database can be ahead of Ray: a trial proposed after the
+last snapshot exists only in the database (Ray never ran it and proposes a new one), and a
+trial finished after the snapshot is finished only there (Ray re-runs its tail). `reconcile`
+settles both when the searcher is restored: the first kind is marked FAIL (so the per-method
+count of COMPLETE trials still equals the budget), the second is marked done in the searcher
+so its replayed result is not told twice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dnet_tune.errors import UserError
+from dnet_tune.tune.storage import is_uri
+
+JOURNAL = "optuna.journal"
+RAY_TRIAL_ATTR = "ray_trial_id"
+ORPHAN_ATTR = "dnet_tune"
+ORPHAN_NOTE = ("orphaned: proposed after Ray's last snapshot before the driver died; never "
+               "ran (the resumed search proposed another trial in its place)")
+
+
+def study_name(experiment: str, method: str) -> str:
+    return f"{experiment}:{method}"
+
+
+def default_location(exp: str) -> str | None:
+    """The journal file in a local (or file://) experiment folder; None on object storage."""
+    if is_uri(exp) and not exp.startswith("file://"):
+        return None
+    local = exp[len("file://"):] if exp.startswith("file://") else exp
+    return str(Path(local) / JOURNAL)
+
+
+def masked(url: str | None) -> str | None:
+    """A database URL without its password, as it is stored in search.json."""
+    if url is None:
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def open_storage(url: str | None, journal: str | None) -> Any:
+    """An Optuna storage: the database at `url`, else the journal file, else None (memory)."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url:
+        try:
+            return RDBStorage(url)
+        except Exception as exc:  # the driver, the server, the credentials: all the user's
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot open --optuna-storage '{masked(url)}': {reason}") from None
+    if journal:
+        Path(journal).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(journal))
+    return None
+
+
+def repair_journal(journal: str | None) -> bool:
+    """Cut a torn last record (a driver killed mid-append); True if anything was cut.
+
+    Optuna skips a torn *last* line when reading, but the next append would glue a new record
+    onto it and make the journal unreadable.
+    """
+    if not journal or not os.path.isfile(journal):
+        return False
+    with open(journal, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return False
+        f.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
+def tag(searcher: Any, trial_id: str) -> None:
+    """Name the Ray trial on its Optuna trial (for the dashboard, and for humans)."""
+    ot_trial = getattr(searcher, "_ot_trials", {}).get(trial_id)
+    if ot_trial is not None:
+        ot_trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
+
+
+def reconcile(searchers: dict[str, Any]) -> dict[str, int]:
+    """Make each restored OptunaSearch agree with its study's storage (see the module doc).
+
+    Reads Ray 2.60's OptunaSearch internals (`_ot_study`, `_ot_trials`, `_completed_trials`);
+    tests/tune/test_resume.py fails if they change. Returns how many trials of each kind.
+    """
+    from optuna.trial import TrialState
+
+    out = {"orphaned": 0, "already_told": 0}
+    for searcher in searchers.values():
+        study = getattr(searcher, "_ot_study", None)
+        if study is None:
+            continue
+        storage = study._storage
+        known = {t._trial_id for t in searcher._ot_trials.values()}
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id not in known:
+                storage.set_trial_user_attr(frozen._trial_id, ORPHAN_ATTR, ORPHAN_NOTE)
+                study.tell(frozen.number, state=TrialState.FAIL)
+                out["orphaned"] += 1
+        for ray_id, ot_trial in searcher._ot_trials.items():
+            if ray_id in searcher._completed_trials:
+                continue
+            if storage.get_trial(ot_trial._trial_id).state.is_finished():
+                searcher._completed_trials.add(ray_id)
+                out["already_told"] += 1
+    return out
+
+
+def counts(storage: Any, experiment: str, methods: list[str]) -> dict[str, dict[str, int]]:
+    """Trials per state of each method's study (search.json, tests)."""
+    import optuna
+
+    out = {}
+    for method in methods:
+        study = optuna.load_study(study_name=study_name(experiment, method), storage=storage)
+        states: dict[str, int] = {}
+        for t in study.get_trials(deepcopy=False):
+            states[t.state.name] = states.get(t.state.name, 0) + 1
+        out[method] = states
+    return out

@@ -1,0 +1,94 @@
+"""`dnet-tune search` as a real subprocess driver (it starts and stops its own local Ray), and
+ways to watch it from outside: its live tables, and the processes of its Ray.
+
+Modules that use these must not hold the `ray_local` fixture: the driver's own Ray would be a
+second one on the same 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from dnet_tune.io import table_to_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+MARK = "DNET_TEST_DRIVER_MARK"
+
+
+def driver_env(tmp_path_factory) -> dict[str, str]:
+    """The driver's environment: its Ray in a pytest tmp dir (a short one: Ray's socket paths
+    must fit in 107 bytes), and a mark that every process it starts inherits (Ray's daemons and
+    workers included), so they can be counted later."""
+    ray_dir = tmp_path_factory.mktemp("ray")
+    env = dict(os.environ, DNET_RAY_TEMP_DIR=str(ray_dir), PYTHONPATH=str(ROOT),
+               PYTHONUNBUFFERED="1")
+    env[MARK] = uuid.uuid4().hex
+    return env
+
+
+def cli(*argv: object) -> list[str]:
+    return [sys.executable, "-m", "dnet_tune.cli", *map(str, argv)]
+
+
+def start(env: dict[str, str], *argv: object, log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")  # noqa: SIM115 - the child owns it until it exits
+    return subprocess.Popen(cli(*argv), env=env, stdout=out, stderr=subprocess.STDOUT,
+                            cwd=ROOT)
+
+
+def ended_trials(exp: Path) -> dict[str, dict]:
+    """Trials the live summary calls ended (any status but unfinished), by id."""
+    path = exp / "summary.parquet"
+    if not path.is_file():
+        return {}
+    return {r["trial_id"]: r for r in pq.read_table(path).to_pylist()
+            if r["status"] != "unfinished"}
+
+
+def trial_rows(exp: Path) -> list[dict]:
+    return table_to_rows(pq.read_table(exp / "trials.parquet"))
+
+
+def wait_until(check, timeout: float, proc: subprocess.Popen[bytes] | None = None,
+               poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the driver exited ({proc.returncode}) before that happened")
+        time.sleep(poll)
+    raise AssertionError(f"not within {timeout} s")
+
+
+def marked_processes(mark: str) -> list[tuple[int, str]]:
+    """(pid, name) of every live process whose environment holds the mark.
+
+    The environment, not the command line: Ray's agents rename themselves
+    (`ray::DashboardAgent`), so their command line no longer names the session directory.
+    """
+    needle = f"{MARK}={mark}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                name = f.read().split(b"\0")[0].decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env and state != "Z":
+            found.append((int(entry), name))
+    return found
