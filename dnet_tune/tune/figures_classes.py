@@ -130,7 +130,7 @@ def _weights_missing(d: ReportData, row: dict[str, Any] | None, order: list[int]
     if DN not in d.methods:
         return "no Difficulty-Net in this experiment"
     if row is None:
-        return "Difficulty-Net reported no result"
+        return d.no_result(DN)
     if order is None:
         return d.notes.get("classes", "class counts unavailable")
     if not epochs:

@@ -93,6 +93,15 @@ class ReportData:
         rows = [r for r in self.trials if r.get("trial_id") == trial_id]
         return sorted(rows, key=lambda r: r["epoch"])
 
+    def status_counts(self, method: str) -> str:
+        counts: dict[str, int] = {}
+        for t in self.trials_of(method):
+            counts[t["status"]] = counts.get(t["status"], 0) + 1
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no trials"
+
+    def no_result(self, method: str) -> str:
+        return f"{method} has no usable result ({self.status_counts(method)})"
+
     def row_for(self, method: str) -> dict[str, Any] | None:
         return next((r for r in self.rows if r["method"] == method), None)
 
@@ -123,7 +132,7 @@ class ReportData:
         mean over its confirmation seeds, else its search trial at the epoch it selected."""
         row = self.row_for(method)
         if row is None:
-            return None, f"{method} reported no result"
+            return None, self.no_result(method)
         runs = [r for r in self.confirm if r["method"] == method
                 and r["trial_id"] == row["trial_id"] and r.get("test_class_acc")]
         if runs:

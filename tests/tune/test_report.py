@@ -153,6 +153,17 @@ def test_an_interrupted_experiment_without_confirmation(smoke, run_cli, tmp_path
     assert all(figures[k]["class"] != "empty" for k in FIXED)
 
 
+def test_a_running_experiment_before_any_trial_reported(smoke, run_cli, tmp_path):
+    exp = tmp_path / "early"
+    exp.mkdir()
+    meta = json.loads((smoke / "search.json").read_text())
+    (exp / "search.json").write_text(json.dumps({**meta, "status": "running"}))
+    text, figures = _report(run_cli, exp, tmp_path)
+    _every_figure(figures, METHODS)
+    assert "status is <b>running</b>" in text
+    assert all(f["class"] == "empty" for f in figures.values())  # notes, not blank panels
+
+
 def test_diverged_and_errored_trials_are_drawn(smoke, run_cli, tmp_path):
     """A diverged trial's last report carries only epoch, val_acc 0.0 and the flag (the
     reliability branch's shape); an errored one stops reporting."""
@@ -190,7 +201,9 @@ def test_an_experiment_whose_every_trial_failed(ray_local, run_cli, tmp_path):
     assert statuses <= {"errored", "diverged"}
     assert any(f"4 {s}" in text for s in statuses)
     for key in ("2-method-comparison", "3-per-class", "4-learned-weights"):
-        assert figures[key]["class"] == "empty" and "no result" in figures[key]["alt"]
+        alt = figures[key]["alt"]
+        assert figures[key]["class"] == "empty" and ("no usable result (2 " in alt
+                                                     or "no result from any method" in alt), alt
 
 
 def test_report_files_need_one_experiment_and_bad_paths_are_one_line(smoke, run_cli,
@@ -198,7 +211,7 @@ def test_report_files_need_one_experiment_and_bad_paths_are_one_line(smoke, run_
     res = run_cli("report", "--storage", smoke.parent, "--html", tmp_path / "r.html")
     one_line_error(res["code"], res["err"], "--html and --png draw one experiment")
     res = run_cli("report", tmp_path / "nothing", "--html", tmp_path / "r.html")
-    one_line_error(res["code"], res["err"], "not a finished dnet-tune experiment")
+    one_line_error(res["code"], res["err"], "is not a dnet-tune experiment")
     res = run_cli("report", smoke, "--html", tmp_path)
     one_line_error(res["code"], res["err"], "is a folder")
     assert not (tmp_path / "r.html").exists()
