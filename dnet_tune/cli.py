@@ -137,6 +137,9 @@ def _add_tune_commands(sub: Any) -> None:
     s.add_argument("--max-failures", type=int, default=3, metavar="N",
                    help="retries of a trial whose worker dies (OOM, preemption), each from "
                         "its last checkpoint (default 3)")
+    s.add_argument("--warm-start", type=int, default=0, metavar="K",
+                   help="first evaluate, per method, the best K configs that earlier searches "
+                        "of the dataset under --storage confirmed (default 0: none)")
     s.add_argument("--resume", metavar="EXPERIMENT",
                    help="continue <storage>/<name> after its driver died or was stopped, with "
                         "the settings it started with")
@@ -311,7 +314,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         confirm=not args.no_confirm, confirm_top=args.confirm_top,
         confirm_seeds=args.confirm_seeds, sets=args.set, recipe=args.recipe,
         data_dir=args.data_dir, wait_for_gpus=args.wait_for_gpus, max_failures=args.max_failures,
-        optuna_storage=args.optuna_storage, resume=args.resume,
+        optuna_storage=args.optuna_storage, resume=args.resume, warm_start=args.warm_start,
     )
     try:
         outcome = run_search(req, make_console(args.quiet))

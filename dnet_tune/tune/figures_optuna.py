@@ -18,25 +18,10 @@ from typing import Any
 
 from dnet_tune.tune.figures import Figure, note_only, render, shown_width, style
 from dnet_tune.tune.report_data import ReportData, method_colour
-from dnet_tune.tune.space import SearchSpace
 
 TARGET = "best val accuracy"
 MAX_PARALLEL = 6  # more axes than this and a parallel-coordinate plot stops being readable
 SECTION = "Parameters"
-
-
-def distributions(space: SearchSpace, method: str) -> dict[str, Any]:
-    """Optuna name -> distribution, per-layer parameters expanded as the sampler names them."""
-    params = space.params_for(method)
-    out: dict[str, Any] = {}
-    for p in params:
-        if p.per_layer:
-            steer = next((q for q in params if q.name == p.per_layer), None)
-            layers = int(steer.high or 1) if steer is not None else 1
-            out.update({f"{p.name}_{i}": p.distribution() for i in range(layers)})
-        else:
-            out[p.name] = p.distribution()
-    return out
 
 
 def study_for(d: ReportData, method: str) -> tuple[Any | None, str]:
@@ -45,7 +30,7 @@ def study_for(d: ReportData, method: str) -> tuple[Any | None, str]:
 
     if d.space is None:
         return None, d.notes.get("space", "no search space")
-    dists = distributions(d.space, method)
+    dists = d.space.distributions(method)
     trials, skipped = [], 0
     for r in d.trials_of(method):
         if r.get("best_val_acc") is None:

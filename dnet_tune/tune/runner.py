@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,8 @@ class TunerSpec:
     reuse_actors: bool = True
     max_failures: int = 3
     optuna_storage: Any = None  # an Optuna storage; None: in memory (Ray's searcher snapshot)
+    # per method, configs (Optuna names -> values) TPE evaluates first (--warm-start)
+    warm_start: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -223,7 +225,8 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
     searchers = {m: OptunaSearch(space=define_by_run(space, m), metric="val_acc", mode="max",
                                  sampler=optuna.samplers.TPESampler(seed=spec.seed),
                                  storage=spec.optuna_storage,
-                                 study_name=study_name(spec.name, m))
+                                 study_name=study_name(spec.name, m),
+                                 points_to_evaluate=spec.warm_start.get(m) or None)
                  for m in methods}
     searcher = PerMethodSearcher(searchers, budget.trials, metric="val_acc", mode="max")
     scheduler = PerMethodScheduler(

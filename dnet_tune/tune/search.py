@@ -199,6 +199,17 @@ def _start_meta(plan: Plan, res: Resources, name: str) -> dict[str, Any]:
             "versions": bests.versions(), "git_sha": bests.git_sha()}
 
 
+def _warm_start(plan: Plan, root: str, exp: str, console: Console) -> Any:
+    if plan.req.warm_start < 1:
+        return None
+    from dnet_tune.tune import warm_start
+
+    warm = warm_start.find(root, plan.req.dataset, plan.methods, plan.space,
+                           plan.req.warm_start, exclude=exp)
+    console.print(warm.line(plan.req.dataset, root))
+    return warm
+
+
 def _existing_confirm(exp: str) -> list[dict[str, Any]]:
     path = storage.join(exp, "confirm.parquet")
     return storage.read_table(path) if storage.exists(path) else []
@@ -216,13 +227,17 @@ def _execute(plan: Plan, res: Resources, name: str, root: str, exp: str,
         studies.repair_journal(journal)
     optuna_storage = studies.open_storage(req.optuna_storage, journal)
     meta = _start_meta(plan, res, name)
+    warm = _warm_start(plan, root, exp, console) if plan.resumed is None else None
+    if warm is not None:
+        meta["warm_start"] = warm.record()
     meta_path = storage.join(exp, "search.json")
     results.write_json(meta_path, meta)
     data = DataHandle(ray.put(plan.dataset))  # the one object-store copy every trial reads
     view = SearchView(console, f"{name}: {req.dataset} · {', '.join(methods)}",
                       budget.trials * len(methods))
     spec = runner.TunerSpec(plan.space, methods, req.seed, budget, plan.base, res, name, root,
-                            req.reuse_actors, req.max_failures, optuna_storage)
+                            req.reuse_actors, req.max_failures, optuna_storage,
+                            warm.points if warm is not None else {})
     run: runner.TunerRun | None = None
     confirm_rows: list[dict[str, Any]] = _existing_confirm(exp) if plan.resumed else []
     with interrupt.catching(view.note):

@@ -1,6 +1,7 @@
-"""`report --html/--png` on real experiments: a smoke search on a real local Ray, one whose every
-trial fails, and copies of the smoke results edited the way an interrupted search or diverged
-and errored trials leave them."""
+"""What people look at after a search, on real experiments: `report --html/--png` (a smoke
+search on a real local Ray, one whose every trial fails, and copies of the smoke results edited
+the way an interrupted search or diverged and errored trials leave them), the TensorBoard event
+files, and `--warm-start` from the smoke search's confirmed configs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from html.parser import HTMLParser
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from dnet_tune.io import table_to_rows
 from dnet_tune.tune.report_data import asha_rungs
@@ -215,6 +217,9 @@ def test_report_files_need_one_experiment_and_bad_paths_are_one_line(smoke, run_
     res = run_cli("report", smoke, "--html", tmp_path)
     one_line_error(res["code"], res["err"], "is a folder")
     assert not (tmp_path / "r.html").exists()
+    res = run_cli("search", "--smoke", "--warm-start", -1, "--storage", tmp_path / "s")
+    one_line_error(res["code"], res["err"], "--warm-start must be >= 0")
+    assert not (tmp_path / "s").exists()
     res = run_cli("report", smoke, "--json", "--png", tmp_path / "p")
     assert res["code"] == 0 and json.loads(res["out"])[0]["dataset"] == "digits_lt"
     assert "PNG files" in res["err"]  # stdout stays one JSON document
@@ -228,3 +233,51 @@ def test_asha_rungs_are_ray_s_own_milestones(grace, rf, top):
     milestones = sorted(m for m, _ in asha._brackets[0]._rungs if m < top)
     assert asha_rungs({"grace_period": grace, "reduction_factor": rf,
                        "max_epochs": top}) == milestones
+
+
+def _sampled(row):
+    return {k: v for k, v in row.items() if k.startswith("config/") and v is not None}
+
+
+def _chosen_trial(exp, method):
+    return yaml.safe_load((exp / "best" / f"{method}.yaml").read_text())["provenance"]["trial_id"]
+
+
+def test_warm_start_evaluates_the_best_confirmed_configs_first(smoke, run_cli):
+    """--set pins optim.weight_decay, so this space lacks it: dropped, the rest enqueued."""
+    res = run_cli("search", "--dataset", "digits_lt", "--methods", ",".join(METHODS), "--smoke",
+                  "--trials", 2, "--max-epochs", 1, "--cpus-per-trial", 2, "--no-confirm",
+                  "--warm-start", 1, "--set", "optim.weight_decay=0.0001", "--storage",
+                  smoke.parent, "--name", "warm")
+    assert res["code"] == 0, res["err"]
+    out = " ".join(res["out"].split())  # the console wraps long lines
+    assert ("warm start: enqueued difficulty_net 1, ce 1 confirmed config(s) from smoke; "
+            "dropped (not in this space): optim.weight_decay") in out
+    source = {r["trial_id"]: r for r in read_table(str(smoke / "summary.parquet"))}
+    warm = read_table(str(smoke.parent / "warm" / "summary.parquet"))
+    for method in METHODS:
+        chosen = _chosen_trial(smoke, method)
+        first = min((r for r in warm if r["method"] == method), key=lambda r: r["trial_index"])
+        expected = {k: v for k, v in _sampled(source[chosen]).items()
+                    if k != "config/optim.weight_decay"}
+        assert _sampled(first) == expected, method
+
+
+def test_warm_start_skips_values_outside_the_current_space(smoke, tmp_path):
+    from dnet_tune.tune.space import default_space_path
+    from dnet_tune.tune.space_file import load_space
+    from dnet_tune.tune.warm_start import find
+
+    text = default_space_path("digits_lt").read_text()
+    narrowed = tmp_path / "narrow.yaml"  # no config of the smoke search has lr in [0.5, 0.9]
+    narrowed.write_text(text.replace("optim.lr: {type: float, low: 0.01, high: 0.2, log: true}",
+                                     "optim.lr: {type: float, low: 0.5, high: 0.9, log: true}"))
+    assert narrowed.read_text() != text
+    warm = find(str(smoke.parent), "digits_lt", METHODS, load_space(narrowed), 1)
+    for method in METHODS:
+        (point,) = warm.points[method]
+        assert "optim.lr" not in point and "optim.weight_decay" in point
+    assert any(s.startswith("optim.lr=") for s in warm.skipped) and not warm.dropped
+    assert "skipped (outside this space, sampled instead): optim.lr=" in warm.line("d", "r")
+    assert find(str(smoke.parent), "cifar10_lt", METHODS, load_space(narrowed), 1).points == {
+        m: [] for m in METHODS}  # another dataset's searches are no source
