@@ -137,6 +137,9 @@ def _add_tune_commands(sub: Any) -> None:
     s.add_argument("--max-failures", type=int, default=3, metavar="N",
                    help="retries of a trial whose worker dies (OOM, preemption), each from "
                         "its last checkpoint (default 3)")
+    s.add_argument("--warm-start", type=int, default=0, metavar="K",
+                   help="first evaluate, per method, the best K configs that earlier searches "
+                        "of the dataset under --storage confirmed (default 0: none)")
     s.add_argument("--resume", metavar="EXPERIMENT",
                    help="continue <storage>/<name> after its driver died or was stopped, with "
                         "the settings it started with")
@@ -170,6 +173,9 @@ def _add_tune_commands(sub: Any) -> None:
                    help="experiment directory (default: every experiment under --storage)")
     r.add_argument("--storage", default="./dnet-results", help="results root: path or URI")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument("--html", metavar="FILE",
+                   help="also write one self-contained HTML report with every figure")
+    r.add_argument("--png", metavar="DIR", help="also write the figures as PNG files into DIR")
 
     e = sub.add_parser("export", help="write the winner's (or a method's) config of an "
                                       "experiment")
@@ -308,7 +314,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         confirm=not args.no_confirm, confirm_top=args.confirm_top,
         confirm_seeds=args.confirm_seeds, sets=args.set, recipe=args.recipe,
         data_dir=args.data_dir, wait_for_gpus=args.wait_for_gpus, max_failures=args.max_failures,
-        optuna_storage=args.optuna_storage, resume=args.resume,
+        optuna_storage=args.optuna_storage, resume=args.resume, warm_start=args.warm_start,
     )
     try:
         outcome = run_search(req, make_console(args.quiet))
@@ -351,11 +357,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dnet_tune.tune.view import print_report
 
     reports = report(args.storage, args.experiment)
+    written = _write_figures(args) if args.html or args.png else []
     if args.json:
+        for line in written:  # stdout stays one JSON document
+            print(line, file=sys.stderr)
         print(json.dumps(json_safe(reports)))
         return 0
-    print_report(make_console(), reports, args.experiment or args.storage)
+    console = make_console()
+    print_report(console, reports, args.experiment or args.storage)
+    for line in written:
+        console.print(line)
     return 0
+
+
+def _write_figures(args: argparse.Namespace) -> list[str]:
+    from dnet_tune.tune.html_report import make_report
+
+    if args.experiment is None:
+        raise UserError("--html and --png draw one experiment: dnet-tune report "
+                        "<storage>/<name> --html report.html")
+    return make_report(args.experiment, args.html, args.png)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

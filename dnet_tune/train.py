@@ -258,9 +258,13 @@ class Trainer:
         improved = (self.best is None or not self.selects_on_val
                     or metrics["val_acc"] > self.best["val_acc"])
         if cfg.train.test_eval == "every_epoch" or improved:
-            metrics.update(self._split_metrics("test", self.class_accuracy("test")))
+            test_acc = self.class_accuracy("test")
+            metrics.update(self._split_metrics("test", test_acc))
+            # per class as well: the groups' means hide which tail classes a method gives up
+            metrics["test_class_acc"] = test_acc.tolist()
         else:
             metrics.update({f"test_{k}": float("nan") for k in ("acc", *GROUPS)})
+            metrics["test_class_acc"] = None
         metrics["epoch_time_s"] = time.perf_counter() - start
         metrics.update(info)
         self.history.append(metrics)

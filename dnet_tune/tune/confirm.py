@@ -28,7 +28,7 @@ from dnet_tune.tune.trainable import DataHandle, placement, trial_config
 from dnet_tune.tune.view import ProgressLine
 
 SELECTED = ("val_acc", "val_many", "val_medium", "val_few", "test_acc", "test_many",
-            "test_medium", "test_few")
+            "test_medium", "test_few", "test_class_acc")
 
 
 @dataclass

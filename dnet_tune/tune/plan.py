@@ -42,6 +42,7 @@ class SearchRequest:
     max_failures: int = 3  # retries of a trial whose worker died, each from its last checkpoint
     optuna_storage: str | None = None  # a database URL for the studies (default: a journal file)
     resume: str | None = None  # <storage>/<name> of an experiment to continue
+    warm_start: int = 0  # per method, enqueue the best K confirmed configs of earlier searches
 
 
 @dataclass
@@ -85,6 +86,8 @@ def check_arguments(req: SearchRequest) -> None:
         raise UserError(f"--gpus must be >= 0, got {req.gpus:g}")
     if req.cpus_per_trial <= 0:
         raise UserError(f"--cpus-per-trial must be > 0, got {req.cpus_per_trial:g}")
+    if req.warm_start < 0:
+        raise UserError(f"--warm-start must be >= 0, got {req.warm_start}")
     for flag, v in (("--trials", req.trials), ("--max-epochs", req.max_epochs),
                     ("--grace-period", req.grace_period)):
         if v is not None and v < 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from dnet_tune.tune.results import TrialRecord, record_status
 from dnet_tune.tune.sampling import apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
 from dnet_tune.tune.studies import study_name
+from dnet_tune.tune.tensorboard_events import TensorBoardCallback
 from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial
 from dnet_tune.tune.view import SearchView
 
@@ -183,6 +184,8 @@ class TunerSpec:
     reuse_actors: bool = True
     max_failures: int = 3
     optuna_storage: Any = None  # an Optuna storage; None: in memory (Ray's searcher snapshot)
+    # per method, configs (Optuna names -> values) TPE evaluates first (--warm-start)
+    warm_start: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -222,7 +225,8 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
     searchers = {m: OptunaSearch(space=define_by_run(space, m), metric="val_acc", mode="max",
                                  sampler=optuna.samplers.TPESampler(seed=spec.seed),
                                  storage=spec.optuna_storage,
-                                 study_name=study_name(spec.name, m))
+                                 study_name=study_name(spec.name, m),
+                                 points_to_evaluate=spec.warm_start.get(m) or None)
                  for m in methods}
     searcher = PerMethodSearcher(searchers, budget.trials, metric="val_acc", mode="max")
     scheduler = PerMethodScheduler(
@@ -232,7 +236,7 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
     recorder = Recorder(setup, view, scheduler, searcher)
     recorder.exp = exp
     callbacks = [recorder, SchedulerState(scheduler), LiveTables(recorder, run_epochs(spec.base)),
-                 StopAtEpochBoundary()]
+                 StopAtEpochBoundary(), TensorBoardCallback()]
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

@@ -174,6 +174,8 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
 
 
 def _start_meta(plan: Plan, res: Resources, name: str) -> dict[str, Any]:
+    from dnet_tune.data.registry import summary as data_summary
+
     req, conf = plan.req, plan.confirmation
     if plan.resumed is not None:
         earlier = plan.resumed.get("resumes", [])
@@ -191,7 +193,21 @@ def _start_meta(plan: Plan, res: Resources, name: str) -> dict[str, Any]:
             "resources": vars(res), "storage": req.storage, "status": "running",
             "request": resume.stored_request(req), "fingerprint": plan.fingerprint,
             "optuna_storage": db, "driver": resume.driver_info(),
+            # per-class counts and shot groups: the report sorts classes by them without
+            # needing the dataset on the machine that reads the results
+            "data": data_summary(plan.dataset),
             "versions": bests.versions(), "git_sha": bests.git_sha()}
+
+
+def _warm_start(plan: Plan, root: str, exp: str, console: Console) -> Any:
+    if plan.req.warm_start < 1:
+        return None
+    from dnet_tune.tune import warm_start
+
+    warm = warm_start.find(root, plan.req.dataset, plan.methods, plan.space,
+                           plan.req.warm_start, exclude=exp)
+    console.print(warm.line(plan.req.dataset, root))
+    return warm
 
 
 def _existing_confirm(exp: str) -> list[dict[str, Any]]:
@@ -211,13 +227,17 @@ def _execute(plan: Plan, res: Resources, name: str, root: str, exp: str,
         studies.repair_journal(journal)
     optuna_storage = studies.open_storage(req.optuna_storage, journal)
     meta = _start_meta(plan, res, name)
+    warm = _warm_start(plan, root, exp, console) if plan.resumed is None else None
+    if warm is not None:
+        meta["warm_start"] = warm.record()
     meta_path = storage.join(exp, "search.json")
     results.write_json(meta_path, meta)
     data = DataHandle(ray.put(plan.dataset))  # the one object-store copy every trial reads
     view = SearchView(console, f"{name}: {req.dataset} · {', '.join(methods)}",
                       budget.trials * len(methods))
     spec = runner.TunerSpec(plan.space, methods, req.seed, budget, plan.base, res, name, root,
-                            req.reuse_actors, req.max_failures, optuna_storage)
+                            req.reuse_actors, req.max_failures, optuna_storage,
+                            warm.points if warm is not None else {})
     run: runner.TunerRun | None = None
     confirm_rows: list[dict[str, Any]] = _existing_confirm(exp) if plan.resumed else []
     with interrupt.catching(view.note):

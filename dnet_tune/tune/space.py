@@ -96,6 +96,20 @@ class SearchSpace:
     def params_for(self, method: str) -> list[Param]:
         return self.common + self.methods.get(method, [])
 
+    def distributions(self, method: str) -> dict[str, Any]:
+        """Optuna name -> distribution, per-layer parameters expanded as the sampler names
+        them (`dn.width_0`, ...): what an Optuna study of this method's trials holds."""
+        params = self.params_for(method)
+        out: dict[str, Any] = {}
+        for p in params:
+            if p.per_layer:
+                steer = next((q for q in params if q.name == p.per_layer), None)
+                layers = int(steer.high or 1) if steer is not None else 1
+                out.update({f"{p.name}_{i}": p.distribution() for i in range(layers)})
+            else:
+                out[p.name] = p.distribution()
+        return out
+
     def virtual_names(self, method: str) -> set[str]:
         names = set()
         for p in self.params_for(method):

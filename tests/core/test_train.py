@@ -41,6 +41,19 @@ def test_difficulty_net_records_a_d_w_and_uses_zero_a_in_epoch_one():
     assert sum(second["class_weight"]) == pytest.approx(10.0, rel=1e-5)
 
 
+def test_per_class_test_accuracy_agrees_with_the_overall_and_group_numbers():
+    trainer = Trainer(digits("ce", 2))
+    for m in trainer.fit():
+        per_class = m["test_class_acc"]
+        counts = trainer.ds.test.counts(trainer.num_classes)
+        overall = sum(a * n for a, n in zip(per_class, counts, strict=True)) / sum(counts)
+        assert overall == pytest.approx(m["test_acc"], abs=1e-6)
+        for group, classes in trainer.groups.items():
+            if classes:
+                mean = sum(per_class[c] for c in classes) / len(classes)
+                assert mean == pytest.approx(m[f"test_{group}"], abs=1e-6)
+
+
 def _strip_time(rows):
     return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
 
