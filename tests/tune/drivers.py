@@ -27,8 +27,10 @@ def driver_env(tmp_path_factory) -> dict[str, str]:
     must fit in 107 bytes), and a mark that every process it starts inherits (Ray's daemons and
     workers included), so they can be counted later."""
     ray_dir = tmp_path_factory.mktemp("ray")
+    # COLUMNS: the console is no terminal here, so rich would wrap at 80 columns and split the
+    # long tmp paths the tests look for
     env = dict(os.environ, DNET_RAY_TEMP_DIR=str(ray_dir), PYTHONPATH=str(ROOT),
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", COLUMNS="1000")
     env[MARK] = uuid.uuid4().hex
     return env
 
