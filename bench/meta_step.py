@@ -10,9 +10,11 @@ built from the dataset recipe; each case times `trainer.method.train_step(...)` 
 - `ref_k10`, `jvp_k10`: the same with `meta_interval: 10`, timed over windows of 10 iterations
   (one meta step, ten real steps) and reported per iteration.
 
-Timing: warm-up windows first, then rounds in which every case runs one window, in a rotating
-order, so load from other processes hits all cases alike (reference and JVP alternate). On CUDA
-each window is bracketed by `torch.cuda.synchronize()`. Mini-batches are drawn before timing
+Timing: warm-up windows first, then rounds in which every Difficulty-Net case runs one window,
+in a rotating order (reference and JVP alternate), each right after a one-iteration `ce` window;
+"paired" is the median over rounds of that window's ratio to its `ce` neighbour, which cancels
+the drifting load of a shared machine best. On CUDA each window is bracketed by
+`torch.cuda.synchronize()`. Mini-batches are drawn before timing
 (augmentation off); the meta batch is drawn inside `train_step`, as in training.
 
 Memory, measured per case in a separate pass of one window after warm-up: on CPU the increase
@@ -183,12 +185,14 @@ class Runner:
     samples: list[float] = field(default_factory=list)
     peak_mib: float = float("nan")
     last_loss: float = float("nan")
+    cpu_s: float = 0.0  # process CPU seconds over the timed windows (all threads)
+    paired: list[float] = field(default_factory=list)  # sample / the ce sample just before
 
     def window(self) -> float:
         """Run one window; returns wall seconds per iteration (device work included)."""
         t = self.trainer
         sync(t.device)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         loss = torch.zeros((), device=t.device)
         for _ in range(self.case.window):
             x, y = self.batches[self.step % len(self.batches)]
@@ -196,6 +200,7 @@ class Runner:
             loss = t.method.train_step(t.model, x, y, t.optimizer, self.lr, self.meta_stream)
         sync(t.device)
         elapsed = (time.perf_counter() - t0) / self.case.window
+        self.cpu_s += time.process_time() - c0
         self.last_loss = float(loss)  # after the clock: one host read per window
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.case.name}: training loss became {self.last_loss}")
@@ -275,17 +280,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r.window()
     for r in runners:
         r.peak_mib, memory_kind = measure_peak(r)
+        r.cpu_s = 0.0
+    # Every Difficulty-Net window is preceded by a `ce` window: its ratio to that neighbour
+    # ("paired") follows the machine's load, which on a shared machine drifts within a round.
+    base, others = runners[0], runners[1:]
     for rnd in range(args.repeats):
-        k = rnd % len(runners)
-        for r in runners[k:] + runners[:k]:
-            r.samples.append(r.window())
+        k = rnd % len(others)
+        for r in others[k:] + others[:k]:
+            b = base.window()
+            s = r.window()
+            base.samples.append(b)
+            r.samples.append(s)
+            r.paired.append(s / b)
 
-    base = runners[0]
     base_med = statistics.median(base.samples)
     cases: dict[str, Any] = {}
     for r in runners:
         med = statistics.median(r.samples)
-        paired = [s / b for s, b in zip(r.samples, base.samples, strict=True)]
+        paired = r.paired or [1.0]
         cases[r.case.name] = {
             "method": r.case.method,
             "window_iterations": r.case.window,
@@ -297,6 +309,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "paired_ratio_median": statistics.median(paired),
             "min_ratio": min(r.samples) / min(base.samples),
             "peak_mib": round(r.peak_mib, 1),
+            # process CPU s / wall s: with 2 threads ~2 on idle cores, lower when other
+            # processes took the CPU
+            "cpu_per_wall": round(r.cpu_s / (sum(r.samples) * r.case.window), 2),
             "last_loss": r.last_loss,
         }
     for k in ("k1", "k10"):
@@ -325,10 +340,11 @@ def print_table(res: dict[str, Any]) -> None:
     print(f"\nresnet32/{res['dataset']} b{res['batch_size']} m{res['meta_batch_size']}  "
           f"[{res['dataset_source']}]  memory: {res['memory']}")
     print(f"  {'case':<8} {'median s/it':>12} {'ratio/ce':>9} {'paired':>7} {'min':>6} "
-          f"{'peak MiB':>9}")
+          f"{'peak MiB':>9} {'cpu/wall':>8}")
     for name, c in res["cases"].items():
         print(f"  {name:<8} {c['median_s']:>12.4f} {c['ratio_to_ce']:>9.2f} "
-              f"{c['paired_ratio_median']:>7.2f} {c['min_ratio']:>6.2f} {c['peak_mib']:>9.1f}")
+              f"{c['paired_ratio_median']:>7.2f} {c['min_ratio']:>6.2f} {c['peak_mib']:>9.1f} "
+              f"{c['cpu_per_wall']:>8.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,8 +163,8 @@ def _add_tune_commands(sub: Any) -> None:
                    help="retired: baselines are now tuned like Difficulty-Net; use --methods")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed override of the base config (repeatable)")
-    s.add_argument("--recipe", help="a recipes/ layer under the base config (its epochs are "
-                                    "replaced by the budget's)")
+    s.add_argument("--recipe", help="a recipes/ layer under the base config (train.epochs "
+                                    "becomes the budget's max_epochs; stage 2's stay)")
     s.add_argument("--data-dir", help="dataset root")
     s.add_argument("--quiet", action="store_true", help="no console output")
 

@@ -68,6 +68,10 @@ def test_the_tables_hold_what_ran_before_the_kill(killed):
     res = _run(killed["env"], "report", killed["exp"])
     assert res.returncode == 0 and "interrupted" in res.stdout
     assert f"dnet-tune search --resume {killed['exp']}" in res.stdout
+    out = killed["tmp"] / "so-far.yaml"
+    res = _run(killed["env"], "export", killed["exp"], "--out", out)
+    assert res.returncode == 0 and out.is_file(), res.stderr
+    assert f"note: {killed['exp']} is interrupted: this is the best so far" in res.stdout
 
 
 def test_resume_refuses_flags_and_an_edited_space_in_one_line(killed):

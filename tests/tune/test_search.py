@@ -352,3 +352,33 @@ def test_a_space_cannot_search_the_length_of_a_trial(cli, one_line_error, tmp_pa
     code, _, err = cli("search", "--space", space, "--smoke", "--storage", storage)
     one_line_error(code, err, key, "fixed:")
     assert not storage.exists()
+
+
+def test_resume_runs_only_the_missing_confirmation_runs(smoke, run_cli, tmp_path):
+    """A search stopped during its confirmation: the Tune experiment has ended, so the resume
+    goes straight to the confirmation and runs only what confirm.parquet lacks."""
+    import shutil
+
+    from dnet_tune.tune.storage import read_table, write_table
+
+    exp = tmp_path / "copy"
+    shutil.copytree(smoke["exp"], exp)  # Tune restores a moved experiment
+    meta = json.loads((exp / "search.json").read_text())
+    (exp / "search.json").write_text(json.dumps({**meta, "status": "interrupted"}))
+    done = read_table(str(exp / "confirm.parquet"))
+    kept, dropped = done[: len(done) // 2], done[len(done) // 2:]
+    write_table(str(exp / "confirm.parquet"), kept)
+    res = run_cli("search", "--resume", exp)
+    assert res["code"] == 0, res["err"]
+    assert "resuming: 12 of 12 trials had ended" in res["out"]
+    again = read_table(str(exp / "confirm.parquet"))
+    assert len(again) == len(done)
+    key = ("method", "trial_id", "seed")
+    by_key = {tuple(r[k] for k in key): r for r in again}
+    for row in kept:  # not run again: even its timing is the old one
+        assert by_key[tuple(row[k] for k in key)] == row
+    for row in dropped:  # run again: the same numbers (same config, seed, CPU)
+        new = by_key[tuple(row[k] for k in key)]
+        assert new["val_acc"] == row["val_acc"] and new["test_acc"] == row["test_acc"]
+    meta = json.loads((exp / "search.json").read_text())
+    assert meta["status"] == "finished" and meta["compute"]["cdb_ce"]["confirm_runs"] == TOP * SEEDS
