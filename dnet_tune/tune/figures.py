@@ -283,7 +283,7 @@ def _groups(ax: Any, d: ReportData, notes: list[str]) -> None:
         ok = [(x, v) for x, v in zip(xs, vals, strict=True) if v is not None and math.isfinite(v)]
         ax.bar([x for x, _ in ok], [v for _, v in ok], width=width * 0.92,
                color=method_colour(r["method"]), label=r["method"])
-    empty = [g for g in GROUPS if all(not _finite(r[f"test_{g}"]) for r in rows)]
+    empty = [g for g in GROUPS if all(not finite(r[f"test_{g}"]) for r in rows)]
     for g in empty:
         k = GROUPS.index(g)
         ax.text(k, 0.5, "no classes\nin this group", ha="center", va="center", fontsize=9,
@@ -300,5 +300,5 @@ def _groups(ax: Any, d: ReportData, notes: list[str]) -> None:
               frameon=False)
 
 
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)

@@ -1,9 +1,11 @@
 """Which hyperparameters mattered, per method: Optuna's importance, slice and parallel plots.
 
-The search's own Optuna studies live inside Ray's searcher state, so each method's study is
-rebuilt in memory from summary.parquet (one finished trial per search trial, valued by its best
-val accuracy, with the distributions of the space file) and handed to
-`optuna.visualization.matplotlib` unchanged; we only restyle what it draws. Importance is
+Each method's study is rebuilt in memory from summary.parquet (one finished trial per search
+trial, valued by its best val accuracy, with the distributions of the space file) rather than
+read from the search's optuna.journal: the journal values a trial by the val accuracy Ray saw
+last (0.0 for a diverged one), not by the best val trials are ranked and chosen by, and older or
+bucket-stored experiments have no journal. The study goes to `optuna.visualization.matplotlib`
+unchanged; we only restyle what it draws. Importance is
 PED-ANOVA, Optuna's default, because it also weighs conditional parameters (a meta interval that
 exists only for full meta-gradients, the second Difficulty-Net layer's width), which fANOVA
 drops.
@@ -31,6 +33,8 @@ def study_for(d: ReportData, method: str) -> tuple[Any | None, str]:
     if d.space is None:
         return None, d.notes.get("space", "no search space")
     dists = d.space.distributions(method)
+    if not dists:
+        return None, "no sampled parameters (every one is fixed)"
     trials, skipped = [], 0
     for r in d.trials_of(method):
         if r.get("best_val_acc") is None:
@@ -44,8 +48,6 @@ def study_for(d: ReportData, method: str) -> tuple[Any | None, str]:
                 distributions={k: dists[k] for k in params}))
         except ValueError:  # a value outside the space file as it is now
             skipped += 1
-    if not dists:
-        return None, "no sampled parameters (every one is fixed)"
     if len(trials) < 2:
         have = "no trial" if not trials else "only one trial"
         return None, f"{have} with a result and sampled parameters; importance needs 2 or more"

@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,8 @@ def build_figures(d: ReportData) -> list[figures.Figure]:
         ("4-learned-weights", "Learned class weights",
          lambda: [figures_classes.learned_weights(d)]),
     ]
-    makers += [(f"5-importance-{m}", "Parameters",
-                (lambda m=m: figures_optuna.method_figures(d, m))) for m in d.methods]  # type: ignore[misc]
+    makers += [(f"5-importance-{m}", "Parameters", partial(figures_optuna.method_figures, d, m))
+               for m in d.methods]
     out: list[figures.Figure] = []
     for key, section, make in makers:
         try:
@@ -57,7 +58,7 @@ def write_pngs(figs: list[figures.Figure], folder: str) -> list[Path]:
     written = []
     for f in figs:
         path = out / f"{f.key}.png"
-        atomic_write(path, lambda p, f=f: p.write_bytes(f.png))  # type: ignore[misc]
+        atomic_write(path, partial(Path.write_bytes, data=f.png))
         written.append(path)
     return written
 
@@ -106,7 +107,7 @@ def summary_table(d: ReportData) -> str:
     body = []
     for r in d.rows:
         ci = r["test_ci95"]
-        test = pct(r["test_mean"], 1) + (f" ± {100 * ci:.1f}" if figures._finite(ci) else "")
+        test = pct(r["test_mean"], 1) + (f" ± {100 * ci:.1f}" if figures.finite(ci) else "")
         statuses: dict[str, int] = {}
         for t in d.trials_of(r["method"]):
             statuses[t["status"]] = statuses.get(t["status"], 0) + 1

@@ -281,3 +281,21 @@ def test_warm_start_skips_values_outside_the_current_space(smoke, tmp_path):
     assert "skipped (outside this space, sampled instead): optim.lr=" in warm.line("d", "r")
     assert find(str(smoke.parent), "cifar10_lt", METHODS, load_space(narrowed), 1).points == {
         m: [] for m in METHODS}  # another dataset's searches are no source
+
+
+def test_methods_without_sampled_parameters_or_with_one_trial_get_a_note(smoke):
+    from dataclasses import replace
+
+    from dnet_tune.tune.figures_optuna import method_figures
+    from dnet_tune.tune.report_data import load_report_data
+
+    d = load_report_data(str(smoke))
+    assert d.space is not None
+    pinned, removed = d.space.pin({"optim.lr": 0.05, "optim.weight_decay": 1e-4})
+    assert removed == ["optim.lr", "optim.weight_decay"]
+    (fig,) = method_figures(replace(d, space=pinned), "ce")  # ce samples only those two
+    assert fig.empty and "no sampled parameters" in fig.notes[0]
+    one = [r for r in d.summary if r["method"] != "ce"] + d.trials_of("ce")[:1]
+    (fig,) = method_figures(replace(d, summary=one), "ce")
+    assert fig.empty and "only one trial" in fig.notes[0]
+    assert len(method_figures(d, "ce")) == 3  # importance, slice, parallel coordinates
