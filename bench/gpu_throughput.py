@@ -23,6 +23,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import sys
 import time
 from pathlib import Path
@@ -82,14 +83,15 @@ def run_mode(args: argparse.Namespace) -> None:
 
 def _sync() -> None:
     if torch.cuda.is_available():
-        _sync()
+        torch.cuda.synchronize()
 
 
-def _pack_worker(args: argparse.Namespace, seed: int, start: Any, result: Any) -> None:
+def _pack_worker(args: argparse.Namespace, seed: int, ready: Any, go: Any, result: Any) -> None:
     trainer = _trainer(args, seed)
     trainer.run_epoch()  # warm-up: cudnn autotuning, allocator, first-touch
     _sync()
-    start.wait()
+    ready.put(seed)
+    go.wait()  # every worker warmed up: the timed epochs start together
     t0 = time.perf_counter()
     for _ in range(args.epochs):
         trainer.run_epoch()
@@ -98,18 +100,39 @@ def _pack_worker(args: argparse.Namespace, seed: int, start: Any, result: Any) -
                 torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0))
 
 
+def _get(procs: list[Any], what: str, answers: Any, limit_s: float) -> Any:
+    """The next answer of a worker, waiting in short slices; a dead worker or `limit_s` ends it.
+
+    Without this a worker that fails early leaves this process waiting for ever: a device call
+    then burns its whole time limit.
+    """
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return answers.get(timeout=5.0)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for p in procs:
+                    p.terminate()
+                why = f"worker exit codes {dead}" if dead else f"no answer in {limit_s:.0f} s"
+                raise RuntimeError(f"pack: {what} failed ({why})") from None
+
+
 def pack_mode(args: argparse.Namespace) -> None:
     ctx = mp.get_context("spawn")
     rows = []
     for n in args.trials:
-        start, result = ctx.Barrier(n + 1), ctx.Queue()
-        procs = [ctx.Process(target=_pack_worker, args=(args, s, start, result))
+        ready, go, result = ctx.Queue(), ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_pack_worker, args=(args, s, ready, go, result), daemon=True)
                  for s in range(n)]
         for p in procs:
             p.start()
-        start.wait()
+        for _ in procs:
+            _get(procs, "start-up", ready, args.limit_s)
+        go.set()
         t0 = time.perf_counter()
-        got = [result.get() for _ in procs]
+        got = [_get(procs, "timed epochs", result, args.limit_s) for _ in procs]
         wall = time.perf_counter() - t0
         for p in procs:
             p.join()
@@ -137,6 +160,8 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--ckpt")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--limit-s", type=float, default=300.0,
+                    help="pack: give up on an N whose workers have not answered in this long")
     args = ap.parse_args()
     (run_mode if args.mode == "run" else pack_mode)(args)
     return 0

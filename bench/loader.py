@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from meta_step import cpu_model, default_data_dir, git_info  # bench/ is the script's folder
+from machine import REPO, default_data_dir, machine_info  # bench/ is the script's folder
 from torch.utils.data import DataLoader, Dataset
 
 from dnet_tune.config import DataConfig
@@ -41,7 +41,6 @@ from dnet_tune.data.registry import build_dataset
 from dnet_tune.errors import UserError
 from dnet_tune.io import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
 BATCH = 128  # default --batch-size, the CIFAR recipe's
 SEED = 0
 
@@ -165,32 +164,6 @@ CASES = (
 )
 
 
-def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
-    import platform
-
-    info: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-        "threads_requested": threads,
-        "device": str(device),
-        "git": git_info(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        import torchvision
-
-        info["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
-    return info
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -228,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "benchmark": "loader",
         "quick": args.quick,
-        "machine": machine_info(device, args.threads),
+        "machine": machine_info(str(device), args.threads),
         "data": source,
         "images_per_pass": cases[0].n,
         "batch_size": args.batch_size,

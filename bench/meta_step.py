@@ -29,13 +29,10 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime as dt
 import gc
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import RESULTS, default_data_dir, machine_info  # bench/ is the script's folder
 
 from dnet_tune.config import Config
 from dnet_tune.data.base import LTDataset, Split
@@ -55,8 +53,6 @@ from dnet_tune.io import atomic_write_json
 from dnet_tune.run import resolve_config
 from dnet_tune.train import Trainer, epoch_generator, lr_at
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 SEED = 0
 N_BATCHES = 8  # distinct mini-batches, cycled
 
@@ -103,52 +99,6 @@ def draw_batches(trainer: Trainer, batch_size: int, n: int) -> list[Batch]:
         if not batches:
             raise RuntimeError("the train split is smaller than one batch")
     return batches[:n]
-
-
-def default_data_dir() -> str | None:
-    """$DNET_DATA_DIR if set, else the shared real CIFAR subsets next to the checkout."""
-    if os.environ.get("DNET_DATA_DIR"):
-        return None  # the project's resolve_data_dir reads it
-    shared = REPO.parent / "shared" / "data"
-    return str(shared) if shared.is_dir() else None
-
-
-def git_info() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
-        return out.stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except OSError:
-        return {}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def machine_info(threads: int, device: str) -> dict[str, Any]:
-    cuda = device.startswith("cuda")
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-        "threads_requested": threads,
-        "device": device,
-        "gpu": torch.cuda.get_device_name(torch.device(device)) if cuda else None,
-        "git": git_info(),
-    }
 
 
 # ----------------------------------------------------------------------------- timing
@@ -381,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "benchmark": "meta_step",
         "quick": args.quick,
-        "machine": machine_info(args.threads, args.device),
+        "machine": machine_info(args.device, args.threads),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "timing": "median wall seconds per training iteration (train_step only, after warm-up; "
                   "k10 cases amortised over windows of 10 iterations)",

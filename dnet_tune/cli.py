@@ -131,6 +131,12 @@ def _add_tune_commands(sub: Any) -> None:
     s.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial")
     s.add_argument("--reduction-factor", type=float, help="ASHA reduction factor")
     s.add_argument("--space", help="search space YAML (default search_spaces/<dataset>.yaml)")
+    s.add_argument("--sampler", choices=["tpe", "random"], default="tpe",
+                   help="how configs are proposed: Optuna TPE (default), or uniformly at random "
+                        "(a baseline to measure what TPE gains)")
+    s.add_argument("--scheduler", choices=["asha", "none"], default="asha",
+                   help="asha (default) stops weak trials at its rungs; none runs every trial to "
+                        "--max-epochs")
     s.add_argument("--wait-for-gpus", type=_fraction, default=0.0, metavar="SECONDS",
                    help="on an autoscaling cluster: request --gpus from the autoscaler and "
                         "wait up to SECONDS for them (default 0: use what is there)")
@@ -315,6 +321,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         confirm_seeds=args.confirm_seeds, sets=args.set, recipe=args.recipe,
         data_dir=args.data_dir, wait_for_gpus=args.wait_for_gpus, max_failures=args.max_failures,
         optuna_storage=args.optuna_storage, resume=args.resume, warm_start=args.warm_start,
+        sampler=args.sampler, scheduler=args.scheduler,
     )
     try:
         outcome = run_search(req, make_console(args.quiet))

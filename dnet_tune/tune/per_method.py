@@ -80,7 +80,8 @@ class PerMethodSearcher(Searcher):
 
 
 class PerMethodScheduler(FIFOScheduler):
-    """One scheduler (ASHA) per method; trials run first-come first-served across methods."""
+    """One scheduler (ASHA, or FIFO with --scheduler none) per method; trials run first-come
+    first-served across methods."""
 
     def __init__(self, make: Callable[[], TrialScheduler], methods: list[str]) -> None:
         super().__init__()
@@ -154,15 +155,17 @@ class PerMethodScheduler(FIFOScheduler):
         2.60; tests/tune/test_per_method.py fails if they change.
         """
         return {m: {"rungs": [[(milestone, dict(recorded)) for milestone, recorded in b._rungs]
-                              for b in s._brackets],
-                    "num_stopped": s._num_stopped}
+                              for b in getattr(s, "_brackets", [])],  # none without ASHA
+                    "num_stopped": getattr(s, "_num_stopped", 0)}
                 for m, s in self.schedulers.items()}
 
     def restore_rung_records(self, state: dict[str, Any]) -> None:
         """Put saved rung records back; records which trials had already been re-added."""
-        added = sum(len(s._trial_info) for s in self.schedulers.values())
+        added = sum(len(getattr(s, "_trial_info", ())) for s in self.schedulers.values())
         for method, saved in state.items():
             asha = self.schedulers[method]
+            if not hasattr(asha, "_brackets"):  # --scheduler none: nothing to put back
+                continue
             for bracket, rungs in zip(asha._brackets, saved["rungs"], strict=True):
                 if [m for m, _ in bracket._rungs] != [m for m, _ in rungs]:
                     raise ValueError(f"{method}: saved ASHA milestones {[m for m, _ in rungs]}"

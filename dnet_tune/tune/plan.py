@@ -43,6 +43,12 @@ class SearchRequest:
     optuna_storage: str | None = None  # a database URL for the studies (default: a journal file)
     resume: str | None = None  # <storage>/<name> of an experiment to continue
     warm_start: int = 0  # per method, enqueue the best K confirmed configs of earlier searches
+    sampler: str = "tpe"  # how Optuna proposes: "tpe", or "random" (the baseline of bench/)
+    scheduler: str = "asha"  # "asha" stops weak trials; "none" runs every trial to the end
+
+
+SAMPLERS = ("tpe", "random")
+SCHEDULERS = ("asha", "none")
 
 
 @dataclass
@@ -86,6 +92,11 @@ def check_arguments(req: SearchRequest) -> None:
         raise UserError(f"--gpus must be >= 0, got {req.gpus:g}")
     if req.cpus_per_trial <= 0:
         raise UserError(f"--cpus-per-trial must be > 0, got {req.cpus_per_trial:g}")
+    if req.sampler not in SAMPLERS:
+        raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got '{req.sampler}'")
+    if req.scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, "
+                        f"got '{req.scheduler}'")
     if req.warm_start < 0:
         raise UserError(f"--warm-start must be >= 0, got {req.warm_start}")
     for flag, v in (("--trials", req.trials), ("--max-epochs", req.max_epochs),

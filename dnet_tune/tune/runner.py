@@ -15,6 +15,7 @@ from typing import Any
 
 from ray import tune
 from ray.tune import result as ray_result
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from dnet_tune.tune.interrupt import StopAtEpochBoundary
 from dnet_tune.tune.live_results import LiveTables
@@ -186,6 +187,8 @@ class TunerSpec:
     optuna_storage: Any = None  # an Optuna storage; None: in memory (Ray's searcher snapshot)
     # per method, configs (Optuna names -> values) TPE evaluates first (--warm-start)
     warm_start: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sampler: str = "tpe"  # plan.SAMPLERS
+    scheduler: str = "asha"  # plan.SCHEDULERS
 
 
 @dataclass
@@ -214,25 +217,37 @@ def _prepare(spec: TunerSpec, data: DataHandle) -> tuple[Any, TrialSetup]:
     return trainable, setup
 
 
-def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -> TunerRun:
+def _sampler(spec: TunerSpec) -> Any:
     import optuna
-    from ray.tune.schedulers import ASHAScheduler
+
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed)
+
+
+def _scheduler(spec: TunerSpec) -> TrialScheduler:
+    """One method's scheduler: ASHA on epochs, or none (FIFO: every trial runs to the end)."""
+    if spec.scheduler == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", max_t=run_epochs(spec.base),
+                         grace_period=spec.budget.grace_period,
+                         reduction_factor=spec.budget.reduction_factor)
+
+
+def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -> TunerRun:
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
     trainable, setup = _prepare(spec, data)
     space, methods, budget, res = spec.space, spec.methods, spec.budget, spec.resources
     searchers = {m: OptunaSearch(space=define_by_run(space, m), metric="val_acc", mode="max",
-                                 sampler=optuna.samplers.TPESampler(seed=spec.seed),
+                                 sampler=_sampler(spec),
                                  storage=spec.optuna_storage,
                                  study_name=study_name(spec.name, m),
                                  points_to_evaluate=spec.warm_start.get(m) or None)
                  for m in methods}
     searcher = PerMethodSearcher(searchers, budget.trials, metric="val_acc", mode="max")
-    scheduler = PerMethodScheduler(
-        lambda: ASHAScheduler(time_attr="epoch", max_t=run_epochs(spec.base),
-                              grace_period=budget.grace_period,
-                              reduction_factor=budget.reduction_factor), methods)
+    scheduler = PerMethodScheduler(lambda: _scheduler(spec), methods)
     recorder = Recorder(setup, view, scheduler, searcher)
     recorder.exp = exp
     callbacks = [recorder, SchedulerState(scheduler), LiveTables(recorder, run_epochs(spec.base)),

@@ -237,7 +237,8 @@ def _execute(plan: Plan, res: Resources, name: str, root: str, exp: str,
                       budget.trials * len(methods))
     spec = runner.TunerSpec(plan.space, methods, req.seed, budget, plan.base, res, name, root,
                             req.reuse_actors, req.max_failures, optuna_storage,
-                            warm.points if warm is not None else {})
+                            warm.points if warm is not None else {}, req.sampler,
+                            req.scheduler)
     run: runner.TunerRun | None = None
     confirm_rows: list[dict[str, Any]] = _existing_confirm(exp) if plan.resumed else []
     with interrupt.catching(view.note):
