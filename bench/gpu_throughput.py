@@ -3,7 +3,8 @@
 Two modes, both on real `Trainer` objects built from the dataset recipe (Difficulty-Net, the
 recipe's augmentation on the device, meta step every iteration):
 
-- `--mode run`: one trial for `--epochs` epochs (the recipe's 200 by default); after every epoch
+- `--mode run`: one trial for `--epochs` epochs (the recipe's 200 by default; with `--recipe paper`
+  the authors' stage 1 and stage 2, 200 + 50 epochs); after every epoch
   it appends to a JSON file the epoch's seconds, training images/s, peak GPU memory and the
   metrics, so a run cut off by a time limit still leaves everything it did. A checkpoint lets a
   second call continue (`--resume`).
@@ -31,6 +32,7 @@ from typing import Any
 
 import torch
 
+from dnet_tune.config import total_epochs
 from dnet_tune.io import atomic_write_json
 from dnet_tune.run import resolve_config
 
@@ -38,8 +40,10 @@ from dnet_tune.run import resolve_config
 def _trainer(args: argparse.Namespace, seed: int) -> Any:
     from dnet_tune.train import Trainer
 
-    sets = [f"train.seed={seed}", f"train.epochs={args.epochs}", *args.set]
-    cfg = resolve_config(dataset=args.dataset, sets=sets,
+    sets = [f"train.seed={seed}", *args.set]
+    if args.epochs is not None:
+        sets.append(f"train.epochs={args.epochs}")
+    cfg = resolve_config(dataset=args.dataset, recipe=args.recipe, sets=sets,
                          overrides={"data": {"data_dir": args.data_dir},
                                     "train": {"device": args.device}})
     return Trainer(cfg)
@@ -60,25 +64,27 @@ def run_mode(args: argparse.Namespace) -> None:
         trainer.load_state_dict(load_checkpoint(args.ckpt))
     out = Path(args.out)
     log: dict[str, Any] = json.loads(out.read_text()) if args.resume and out.is_file() else {
-        "mode": "run", "dataset": args.dataset, "sets": args.set, "device": _device_info(),
-        "train_images": len(trainer.ds.train), "epochs": []}
+        "mode": "run", "dataset": args.dataset, "recipe": args.recipe, "sets": args.set,
+        "device": _device_info(), "train_images": len(trainer.ds.train), "epochs": []}
     n = len(trainer.ds.train)
-    while trainer.epoch < trainer.cfg.train.epochs:
+    while trainer.epoch < total_epochs(trainer.cfg):  # stage 1, then stage 2 when enabled
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         m = trainer.run_epoch()
         mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-        log["epochs"].append({k: m[k] for k in ("epoch", "lr", "train_loss", "val_acc",
-                                                "test_acc", "test_many", "test_medium",
-                                                "test_few", "epoch_time_s")}
+        keys = ("epoch", "stage", "lr", "train_loss", "val_acc", "test_acc", "test_many",
+                "test_medium", "test_few", "epoch_time_s")
+        log["epochs"].append({k: m.get(k) for k in keys}
                              | {"train_images_per_s": n / m["epoch_time_s"],
                                 "peak_gpu_mem_gib": mem})
         log["best"] = {k: v for k, v in (trainer.best or {}).items() if not isinstance(v, list)}
         atomic_write_json(out, log)
         if args.ckpt:
             save_checkpoint(trainer, args.ckpt)
-        print(f"epoch {m['epoch']}: {m['epoch_time_s']:.2f}s val {m['val_acc']:.4f} "
-              f"test {m['test_acc']:.4f}", flush=True)
+        v = m.get("val_acc")
+        val = "-" if v is None or v != v else f"{v:.4f}"  # the paper profile has no V (nan)
+        print(f"epoch {m['epoch']} (stage {m.get('stage', 1)}): {m['epoch_time_s']:.2f}s "
+              f"val {val} test {m['test_acc']:.4f}", flush=True)
 
 
 def _sync() -> None:
@@ -153,7 +159,10 @@ def main() -> int:
     ap.add_argument("--dataset", default="cifar10_lt")
     ap.add_argument("--data-dir", default=os.environ.get("DNET_DATA_DIR", "../shared/data"))
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--epochs", type=int,
+                    help="stage-1 epochs (run: default the recipe's; pack: timed epochs, "
+                         "default 1)")
+    ap.add_argument("--recipe", help="a recipes/ layer, e.g. paper (stage 1 + stage 2)")
     ap.add_argument("--trials", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
     ap.add_argument("--mps", action="store_true", help="label: the MPS daemon is running")
@@ -163,6 +172,8 @@ def main() -> int:
     ap.add_argument("--limit-s", type=float, default=300.0,
                     help="pack: give up on an N whose workers have not answered in this long")
     args = ap.parse_args()
+    if args.mode == "pack" and args.epochs is None:
+        args.epochs = 1
     (run_mode if args.mode == "run" else pack_mode)(args)
     return 0
 
