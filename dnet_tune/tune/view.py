@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Self
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -25,17 +25,21 @@ KEY_PARAMS = {"method.lam": "λ", "dn.lr": "dn_lr", "dn.hidden": "dn", "dn.input
               "method.cdb_tau": "τ", "method.focal_gamma": "γ", "method.cb_beta": "β"}
 
 
-class SearchView:
-    def __init__(self, console: Console, title: str, trials: int) -> None:
-        self.console = console
-        self.title = title
-        self.trials = trials
-        self.state: dict[str, str] = {}
-        self.best: tuple[float, str, int] | None = None
-        self.start = time.monotonic()
-        self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
+class _LiveRegion:
+    """A rich Live region redrawn from `_render()`; its last frame stays on screen, and
+    messages printed meanwhile scroll above it."""
 
-    def __enter__(self) -> SearchView:
+    console: Console
+    live: Live
+
+    def _start_live(self) -> None:
+        self.live = Live(self._render(), console=self.console, refresh_per_second=2,
+                         transient=False)
+
+    def _render(self) -> RenderableType:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         self.live.__enter__()
         return self
 
@@ -43,6 +47,20 @@ class SearchView:
         self.live.update(self._render())
         self.live.__exit__(*exc)
         self.console.line()
+
+    def note(self, message: str) -> None:
+        self.console.print(message)
+
+
+class SearchView(_LiveRegion):
+    def __init__(self, console: Console, title: str, trials: int) -> None:
+        self.console = console
+        self.title = title
+        self.trials = trials
+        self.state: dict[str, str] = {}
+        self.best: tuple[float, str, int] | None = None
+        self.start = time.monotonic()
+        self._start_live()
 
     def preload(self, statuses: dict[str, str]) -> None:
         """Trials that ended before a resume, so the counts cover the whole experiment."""
@@ -58,9 +76,6 @@ class SearchView:
     def done(self, trial_id: str, status: str) -> None:
         self.state[trial_id] = status
         self.live.update(self._render())
-
-    def note(self, message: str) -> None:
-        self.console.print(message)
 
     def error(self, trial_id: str, message: str) -> None:
         self.state[trial_id] = "errored"
@@ -81,7 +96,7 @@ class SearchView:
         return Group(Text.from_markup(line), Text(best))
 
 
-class ProgressLine:
+class ProgressLine(_LiveRegion):
     """A live line for a phase counted in runs (the confirmation)."""
 
     def __init__(self, console: Console, title: str, total: int) -> None:
@@ -90,24 +105,12 @@ class ProgressLine:
         self.total = total
         self.done = 0
         self.elapsed = 0.0
-        self.live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
-
-    def __enter__(self) -> ProgressLine:
-        self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.live.update(self._render())
-        self.live.__exit__(*exc)
-        self.console.line()
+        self._start_live()
 
     def advance(self, elapsed: float) -> None:
         self.done += 1
         self.elapsed = elapsed
         self.live.update(self._render())
-
-    def note(self, message: str) -> None:
-        self.console.print(message)
 
     def _render(self) -> Text:
         return Text.from_markup(f"[bold]{self.title}[/]  {self.done}/{self.total} runs done · "
