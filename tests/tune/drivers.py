@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dnet_tune.io import table_to_rows
@@ -45,17 +46,29 @@ def start(env: dict[str, str], *argv: object, log: Path) -> subprocess.Popen[byt
                             cwd=ROOT)
 
 
+def read_live(path: Path) -> pa.Table:
+    """A table the running driver may be replacing right now, read through one open file.
+
+    The driver writes atomically (a new file renamed over the old), but `pq.read_table(path)`
+    takes the file's size and its bytes in separate opens, so it can get the size of one
+    version and the pages of the next ("Page was smaller than expected"). An open file keeps
+    the version it opened.
+    """
+    with pa.OSFile(str(path)) as f:
+        return pq.read_table(f)
+
+
 def ended_trials(exp: Path) -> dict[str, dict]:
     """Trials the live summary calls ended (any status but unfinished), by id."""
     path = exp / "summary.parquet"
     if not path.is_file():
         return {}
-    return {r["trial_id"]: r for r in pq.read_table(path).to_pylist()
+    return {r["trial_id"]: r for r in read_live(path).to_pylist()
             if r["status"] != "unfinished"}
 
 
 def trial_rows(exp: Path) -> list[dict]:
-    return table_to_rows(pq.read_table(exp / "trials.parquet"))
+    return table_to_rows(read_live(exp / "trials.parquet"))
 
 
 def wait_until(check, timeout: float, proc: subprocess.Popen[bytes] | None = None,
