@@ -148,7 +148,10 @@ def _experiment_report(exp: str) -> dict[str, Any] | None:
             virtual)
     best = compare.winner(rows)
     budget = meta.get("budget", {}).get("trials", 0) * len(meta.get("methods") or [1])
+    request = meta.get("request", {})
     return {"experiment": exp, "dataset": meta.get("dataset"), "rows": rows,
+            "sampler": request.get("sampler", "tpe"),
+            "scheduler": request.get("scheduler", "asha"),
             "difference": diff, "winner": best["method"] if best else None,
             "status": status, "trials_ended": sum(r["status"] != "unfinished" for r in summary),
             "trials_budget": budget}

@@ -51,6 +51,14 @@ SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "none")
 
 
+def algorithm_note(sampler: str = "tpe", scheduler: str = "asha") -> str:
+    """What a title adds when the search ran without TPE or ASHA (empty for the default), so a
+    table of a baseline search is never mistaken for the default one."""
+    parts = ([] if sampler == "tpe" else ["random proposals"]) + (
+        [] if scheduler == "asha" else ["no early stopping"])
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 @dataclass
 class Resources:
     gpus: float

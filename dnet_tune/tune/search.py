@@ -28,6 +28,7 @@ from dnet_tune.tune.plan import (
     SearchInterrupted,
     SearchOutcome,
     SearchRequest,
+    algorithm_note,
     budget_for,
     check_arguments,
     confirmation_for,
@@ -233,7 +234,8 @@ def _execute(plan: Plan, res: Resources, name: str, root: str, exp: str,
     meta_path = storage.join(exp, "search.json")
     results.write_json(meta_path, meta)
     data = DataHandle(ray.put(plan.dataset))  # the one object-store copy every trial reads
-    view = SearchView(console, f"{name}: {req.dataset} · {', '.join(methods)}",
+    view = SearchView(console, f"{name}: {req.dataset} · {', '.join(methods)}"
+                               f"{algorithm_note(req.sampler, req.scheduler)}",
                       budget.trials * len(methods))
     spec = runner.TunerSpec(plan.space, methods, req.seed, budget, plan.base, res, name, root,
                             req.reuse_actors, req.max_failures, optuna_storage,

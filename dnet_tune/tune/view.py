@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dnet_tune.console import pct
+from dnet_tune.tune.plan import algorithm_note
 
 # short labels keep the table readable in an 80-column log; dn.lr and optim.lr must stay apart
 KEY_PARAMS = {"method.lam": "λ", "dn.lr": "dn_lr", "dn.hidden": "dn", "dn.input_mode": "in",
@@ -190,8 +191,9 @@ def print_report(console: Console, reports: list[dict[str, Any]], where: str) ->
             console.print(status_line(rep))
         if not rep["rows"]:
             continue
+        note = algorithm_note(rep.get("sampler", "tpe"), rep.get("scheduler", "asha"))
         console.print(comparison_table(rep["rows"], f"{rep['dataset']}: {rep['experiment']}"
-                                                    f"{status}"))
+                                                    f"{note}{status}"))
         if rep["difference"] is not None:
             console.print(difference_line(rep["difference"]))
         for r in rep["rows"]:

@@ -13,7 +13,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from dnet_tune.errors import UserError
 from dnet_tune.tune.per_method import PerMethodScheduler
-from dnet_tune.tune.plan import Budget, SearchRequest, check_arguments
+from dnet_tune.tune.plan import Budget, SearchRequest, algorithm_note, check_arguments
 from dnet_tune.tune.runner import _sampler, _scheduler
 
 
@@ -66,3 +66,13 @@ def test_without_asha_every_trial_runs_to_the_end(ray_local, cli, tmp_path, sche
     request = json.loads((exp / "search.json").read_text())["request"]
     assert (request["sampler"], request["scheduler"]) == ("random", scheduler)
     assert len({r["config/optim.lr"] for r in summary}) == 5  # five different proposals
+    code, out, err = cli("report", exp, "--json")
+    assert code == 0, err
+    (rep,) = json.loads(out)
+    assert (rep["sampler"], rep["scheduler"]) == ("random", scheduler)
+
+
+def test_a_search_without_tpe_or_asha_says_so_in_its_titles():
+    assert algorithm_note("tpe", "asha") == ""
+    assert algorithm_note("random", "asha") == " (random proposals)"
+    assert algorithm_note("random", "none") == " (random proposals, no early stopping)"
