@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from machine import machine_info, search_scratch  # bench/ is the script's folder
 from rich.console import Console
 
 from dnet_tune.io import json_safe
@@ -34,9 +32,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0, help="the search's seed")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("DNET_RAY_TEMP_DIR", str(Path(tmp) / "ray"))
-        Path(os.environ["DNET_RAY_TEMP_DIR"]).mkdir(parents=True, exist_ok=True)
+    with search_scratch() as tmp:
         req = SearchRequest(dataset="digits_lt", gpus=0, storage=str(Path(tmp) / "results"),
                             name="compare", seed=args.seed, confirm_seeds=args.seeds)
         start = time.perf_counter()
@@ -45,8 +41,7 @@ def main() -> int:
         (rep,) = report(str(Path(tmp) / "results"), outcome.experiment)
     out = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": machine_info(),
         "search": {"dataset": "digits_lt", "seed": args.seed, "confirm_seeds": args.seeds},
         "wall_s": wall,
         "rows": rep["rows"], "difference": rep["difference"], "winner": rep["winner"],

@@ -19,15 +19,14 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from machine import machine_info, search_scratch  # bench/ is the script's folder
 from rich.console import Console
 
 from dnet_tune.tune import live_results, per_method
@@ -123,9 +122,7 @@ def main() -> int:
     ap.add_argument("--cases", default="reuse,no_reuse")
     args = ap.parse_args()
     cases = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("DNET_RAY_TEMP_DIR", str(Path(tmp) / "ray"))
-        Path(os.environ["DNET_RAY_TEMP_DIR"]).mkdir(parents=True, exist_ok=True)
+    with search_scratch() as tmp:
         for case in args.cases.split(","):
             res = run_case(case, args.trials, case == "reuse", Path(tmp) / "results")
             cases[case] = res
@@ -133,9 +130,7 @@ def main() -> int:
                   f"MiB, {res['statuses']}", file=sys.stderr)
     out = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"name": "2-core CPU dev machine", "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "platform": platform.platform(),
-                    "load_average_at_end": os.getloadavg()},
+        "machine": {**machine_info(), "load_average_at_end": os.getloadavg()},
         "request": {"dataset": "digits_lt", "methods": ["ce"], "trials": args.trials,
                     "max_epochs": 2, "grace_period": 1, "confirm": False},
         "cases": cases,

@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from machine import machine_info, search_scratch  # bench/ is the script's folder
 from rich.console import Console
 
 from dnet_tune.tune.plan import SearchRequest
@@ -56,9 +54,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     rounds: dict[str, list[dict[str, Any]]] = {k: [] for k in CASES}
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("DNET_RAY_TEMP_DIR", str(Path(tmp) / "ray"))
-        Path(os.environ["DNET_RAY_TEMP_DIR"]).mkdir(parents=True, exist_ok=True)
+    with search_scratch() as tmp:
         for i in range(args.repeats):
             for name, spec in CASES.items():
                 res = run_case(f"{name}-{i}", spec, Path(tmp) / "results")
@@ -69,8 +65,7 @@ def main() -> int:
     on, off = summary["smoke6_reuse"], summary["smoke6_no_reuse"]
     out = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": machine_info(),
         "cases": summary,
         "ratio_no_reuse_over_reuse": off["median_wall_s"] / on["median_wall_s"],
         "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
