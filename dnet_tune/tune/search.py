@@ -256,7 +256,8 @@ def _execute(plan: Plan, res: Resources, name: str, root: str, exp: str,
                                                       res.gpus_per_trial),
                  "peak_running_trials": run.recorder.peak_running, "status": "finished"})
     if optuna_storage is not None:
-        meta["optuna_trials"] = studies.counts(optuna_storage, name, methods)
+        # the studies keep the name the experiment started with, even if its folder moved
+        meta["optuna_trials"] = studies.counts(optuna_storage, meta["experiment"], methods)
     results.write_tables(exp, records, summary, confirm_rows)
     results.write_json(meta_path, meta)
     return _finish(plan, exp, meta, summary, confirm_rows, console)
