@@ -60,7 +60,7 @@ class SearchView:
         self.live.update(self._render())
 
     def note(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, soft_wrap=True)  # one line each, as logged
 
     def error(self, trial_id: str, message: str) -> None:
         self.state[trial_id] = "errored"
@@ -184,7 +184,7 @@ def print_report(console: Console, reports: list[dict[str, Any]], where: str) ->
     for rep in reports:
         status = "" if rep["status"] == "finished" else f" [{rep['status']}]"
         if rep["status"] != "finished":
-            console.print(status_line(rep))
+            console.print(status_line(rep), soft_wrap=True)  # a command to copy: unbroken
         if not rep["rows"]:
             continue
         console.print(comparison_table(rep["rows"], f"{rep['dataset']}: {rep['experiment']}"
