@@ -395,7 +395,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     console = make_console()
     if status != "finished":
         console.print(f"note: {args.experiment} is {status}: this is the best so far, not a "
-                      f"confirmed choice")
+                      f"confirmed choice", soft_wrap=True)
     console.print(f"wrote {args.out}: {row['method']}, trial {row['trial_id']}, mean val "
                          f"{pct(row['val_mean'])}%{seeds}; run it with: dnet-tune train "
                          f"--config {args.out}")

@@ -71,11 +71,14 @@ class PerMethodSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+            pickle.dump({k: v for k, v in self.__dict__.items() if k != "rebind_to"}, f)
 
     def restore(self, checkpoint_path: str) -> None:
+        """Ray's searcher snapshot, then the studies made to agree with their storage (the
+        driver sets `rebind_to`, the experiment's journal where it is now, before fitting)."""
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        studies.rebind(self.searchers, getattr(self, "rebind_to", None))
         self.reconciled = studies.reconcile(self.searchers)
 
 

@@ -77,8 +77,18 @@ def check_fingerprint(stored: dict[str, Any], now: dict[str, Any], space_path: s
                     f"search with --name")
 
 
+def _start_ticks(pid: int) -> int | None:
+    """When a process started (clock ticks since boot): a pid alone may have been reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def driver_info() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(),
+            "start_ticks": _start_ticks(os.getpid()),
             "started": dt.datetime.now().isoformat(timespec="seconds")}
 
 
@@ -87,13 +97,17 @@ def driver_alive(meta: dict[str, Any]) -> bool:
     driver = meta.get("driver") or {}
     if driver.get("host") != socket.gethostname() or not driver.get("pid"):
         return False
+    pid = int(driver["pid"])
+    if pid == os.getpid():
+        return False
     try:
-        os.kill(int(driver["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return int(driver["pid"]) != os.getpid()
+        pass
+    ticks = driver.get("start_ticks")
+    return ticks is None or _start_ticks(pid) in (None, ticks)
 
 
 def effective_status(meta: dict[str, Any]) -> str:

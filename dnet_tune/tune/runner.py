@@ -289,6 +289,8 @@ def restore_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str)
     recorder = _UNPICKLED.pop("recorder")
     recorder.view = view
     recorder.exp = exp
+    if recorder.searcher is not None:  # used when Tune restores the searcher's snapshot
+        recorder.searcher.rebind_to = spec.optuna_storage
     return TunerRun(tuner, recorder, data, recorder.scheduler)
 
 

@@ -104,6 +104,20 @@ def tag(searcher: Any, trial_id: str) -> None:
         ot_trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
 
 
+def rebind(searchers: dict[str, Any], storage: Any) -> None:
+    """Point each restored OptunaSearch at `storage`: the pickled studies open the journal at
+    the path the experiment had when it started, and an experiment folder may have moved."""
+    if storage is None:
+        return
+    for searcher in searchers.values():
+        study = getattr(searcher, "_ot_study", None)
+        if study is None:
+            continue
+        study._storage = searcher._storage = storage
+        for ot_trial in searcher._ot_trials.values():
+            ot_trial.storage = storage
+
+
 def reconcile(searchers: dict[str, Any]) -> dict[str, int]:
     """Make each restored OptunaSearch agree with its study's storage (see the module doc).
 

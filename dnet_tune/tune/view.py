@@ -50,7 +50,7 @@ class _LiveRegion:
         self.console.line()
 
     def note(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(message, soft_wrap=True)  # one line each, as logged
 
 
 class SearchView(_LiveRegion):
@@ -188,7 +188,7 @@ def print_report(console: Console, reports: list[dict[str, Any]], where: str) ->
     for rep in reports:
         status = "" if rep["status"] == "finished" else f" [{rep['status']}]"
         if rep["status"] != "finished":
-            console.print(status_line(rep))
+            console.print(status_line(rep), soft_wrap=True)  # a command to copy: unbroken
         if not rep["rows"]:
             continue
         note = algorithm_note(rep.get("sampler", "tpe"), rep.get("scheduler", "asha"))

@@ -150,3 +150,20 @@ def test_resume_of_something_else_is_one_line(cli, one_line_error, tmp_path):
     (tmp_path / "old" / "search.json").write_text('{"status": "finished"}')
     code, _, err = cli("search", "--resume", tmp_path / "old")
     one_line_error(code, err, "older dnet-tune that could not resume")
+
+
+def test_a_running_search_is_told_from_a_dead_one_by_pid_and_start_time():
+    import os
+    import socket
+
+    from dnet_tune.tune import resume
+
+    parent = {"status": "running", "driver": {
+        "pid": os.getppid(), "host": socket.gethostname(),
+        "start_ticks": resume._start_ticks(os.getppid())}}
+    assert resume.driver_alive(parent) and resume.effective_status(parent) == "running"
+    reused = {**parent, "driver": {**parent["driver"], "start_ticks": -1}}  # pid reused
+    assert not resume.driver_alive(reused)
+    assert resume.effective_status(reused) == "interrupted"
+    elsewhere = {**parent, "driver": {**parent["driver"], "host": "another-host"}}
+    assert resume.effective_status(elsewhere) == "running"  # cannot know: says what it says

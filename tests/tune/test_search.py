@@ -382,3 +382,27 @@ def test_resume_runs_only_the_missing_confirmation_runs(smoke, run_cli, tmp_path
         assert new["val_acc"] == row["val_acc"] and new["test_acc"] == row["test_acc"]
     meta = json.loads((exp / "search.json").read_text())
     assert meta["status"] == "finished" and meta["compute"]["cdb_ce"]["confirm_runs"] == TOP * SEEDS
+
+
+def test_optuna_storage_url_holds_every_study(ray_local, cli, tmp_path, one_line_error):
+    """--optuna-storage: a real database (SQLite here, through the same RDB URL a server
+    takes); search.json names it without a password, nothing goes to a journal file."""
+    import optuna
+
+    db = tmp_path / "studies.db"
+    code, _, err = cli("search", "--smoke", "--methods", "ce,focal", "--trials", 2,
+                       "--max-epochs", 1, "--no-confirm", "--optuna-storage", f"sqlite:///{db}",
+                       "--storage", tmp_path / "r", "--name", "db")
+    assert code == 0, err
+    exp = tmp_path / "r" / "db"
+    assert not (exp / "optuna.journal").exists()
+    meta = json.loads((exp / "search.json").read_text())
+    assert meta["optuna_storage"] == f"sqlite:///{db}"
+    assert meta["optuna_trials"] == {"ce": {"COMPLETE": 2}, "focal": {"COMPLETE": 2}}
+    for method in ("ce", "focal"):
+        study = optuna.load_study(study_name=f"db:{method}", storage=f"sqlite:///{db}")
+        assert len(study.trials) == 2
+    code, _, err = cli("search", "--smoke", "--trials", 1, "--no-confirm",
+                       "--optuna-storage", "nosuchdb://x", "--storage", tmp_path / "r2")
+    one_line_error(code, err, "cannot open --optuna-storage 'nosuchdb://x'")
+    assert not (tmp_path / "r2").exists()

@@ -58,6 +58,24 @@ def test_a_restored_searcher_settles_what_the_journal_saw_after_the_snapshot(tmp
     assert states.count(TrialState.COMPLETE) == 2 and states.count(TrialState.FAIL) == 1
 
 
+def test_a_moved_experiment_writes_its_own_journal_after_a_restore(tmp_path):
+    old, new = tmp_path / "old" / studies.JOURNAL, tmp_path / "new" / studies.JOURNAL
+    old.parent.mkdir()
+    searcher = _searcher(old)
+    searcher.suggest("t0")
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    new.parent.mkdir()
+    new.write_bytes(old.read_bytes())  # the folder moved (copied) with its journal
+    before = old.read_bytes()
+    restored = _searcher(new)
+    restored.rebind_to = studies.open_storage(None, str(new))
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("t0", {"val_acc": 0.5})
+    restored.suggest("t1")
+    assert old.read_bytes() == before
+    assert [t.state for t in _study(new).trials] == [TrialState.COMPLETE, TrialState.RUNNING]
+
+
 def test_a_torn_last_journal_record_is_cut_before_a_resume(tmp_path):
     journal = tmp_path / studies.JOURNAL
     searcher = _searcher(journal)
