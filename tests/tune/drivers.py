@@ -84,6 +84,25 @@ def wait_until(check, timeout: float, proc: subprocess.Popen[bytes] | None = Non
     raise AssertionError(f"not within {timeout} s")
 
 
+def wait_until_reaped(mark: str, timeout: float = 60.0) -> None:
+    """Every process of the marked driver's Ray gone (the watchdog sweeps for up to ~22 s);
+    otherwise the survivors, with their state, are the failure message."""
+    try:
+        wait_until(lambda: not marked_processes(mark), timeout=timeout, poll=0.5)
+    except AssertionError:
+        left = [(pid, name, _state(pid)) for pid, name in marked_processes(mark)]
+        raise AssertionError(f"still running {timeout:.0f} s after the driver ended: "
+                             f"{left}") from None
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
 def marked_processes(mark: str) -> list[tuple[int, str]]:
     """(pid, name) of every live process whose environment holds the mark.
 

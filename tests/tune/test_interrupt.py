@@ -16,10 +16,10 @@ from drivers import (
     cli,
     driver_env,
     ended_trials,
-    marked_processes,
     start,
     trial_rows,
     wait_until,
+    wait_until_reaped,
 )
 
 METHODS = ["difficulty_net", "ce"]
@@ -36,7 +36,7 @@ def _reports(exp: Path) -> dict[str, int]:
 
 def _no_strays(env: dict[str, str]) -> None:
     """Nothing started by that driver (its Ray's daemons, agents, workers) within 30 s."""
-    wait_until(lambda: not marked_processes(env[MARK]), timeout=30, poll=0.5)
+    wait_until_reaped(env[MARK])
 
 
 def _resume(env, exp):

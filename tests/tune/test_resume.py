@@ -15,10 +15,10 @@ from drivers import (
     cli,
     driver_env,
     ended_trials,
-    marked_processes,
     start,
     trial_rows,
     wait_until,
+    wait_until_reaped,
 )
 
 from dnet_tune.tune import studies
@@ -47,7 +47,7 @@ def killed(tmp_path_factory):
         proc.wait()
     assert len(ended) < TRIALS * len(METHODS), "the search ended before the kill"
     # the driver could clean nothing up; its watchdog did (Ray's agents outlive a kill -9)
-    wait_until(lambda: not marked_processes(env[MARK]), timeout=30, poll=0.5)
+    wait_until_reaped(env[MARK])
     return {"tmp": tmp, "env": env, "exp": exp, "space": space, "ended": ended, "rows": rows}
 
 
@@ -93,7 +93,7 @@ def test_resume_refuses_flags_and_an_edited_space_in_one_line(killed):
 def resumed(killed):
     res = _run(killed["env"], "search", "--resume", killed["exp"])
     assert res.returncode == 0, res.stdout + res.stderr
-    wait_until(lambda: not marked_processes(killed["env"][MARK]), timeout=30, poll=0.5)
+    wait_until_reaped(killed["env"][MARK])
     return {**killed, "out": res.stdout}
 
 
