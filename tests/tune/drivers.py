@@ -86,13 +86,18 @@ def wait_until(check, timeout: float, proc: subprocess.Popen[bytes] | None = Non
 
 def wait_until_reaped(mark: str, timeout: float = 60.0) -> None:
     """Every process of the marked driver's Ray gone (the watchdog sweeps for up to ~22 s);
-    otherwise the survivors, with their state, are the failure message."""
+    otherwise the survivors of the last look, with their states, are the failure message."""
+    seen: list[tuple[int, str, str]] = []
+
+    def gone() -> bool:
+        seen[:] = [(pid, name, _state(pid)) for pid, name in marked_processes(mark)]
+        return not seen
+
     try:
-        wait_until(lambda: not marked_processes(mark), timeout=timeout, poll=0.5)
+        wait_until(gone, timeout=timeout, poll=0.5)
     except AssertionError:
-        left = [(pid, name, _state(pid)) for pid, name in marked_processes(mark)]
         raise AssertionError(f"still running {timeout:.0f} s after the driver ended: "
-                             f"{left}") from None
+                             f"{seen}") from None
 
 
 def _state(pid: int) -> str:
