@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
+from stopped_runs import stop_and_resume
 
 from dnet_tune.data.sampler import class_balanced_order, epoch_length
 from dnet_tune.errors import UserError
@@ -213,13 +214,7 @@ def test_resume_in_stage2_reproduces_the_run_exactly(tmp_path, stop_at):
     full = Trainer(cfg)
     uninterrupted = list(full.fit())
 
-    first = Trainer(cfg)
-    for _ in range(stop_at):
-        first.run_epoch()
-    save_checkpoint(first, str(tmp_path / "ckpt.pt"))
-    torch.manual_seed(12345)  # whatever happened in between must not matter
-    resumed = Trainer(cfg)
-    resumed.load_state_dict(load_checkpoint(str(tmp_path / "ckpt.pt")))
+    resumed = stop_and_resume(cfg, stop_at, tmp_path / "ckpt.pt")
     rest = list(resumed.fit())
     assert [m["epoch"] for m in rest] == list(range(stop_at + 1, E1 + 4))
     assert _strip_time(resumed.history) == _strip_time(uninterrupted)

@@ -5,11 +5,12 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import torch
+from stopped_runs import stop_and_resume
 
 from dnet_tune.config import config_from_dict, load_yaml
 from dnet_tune.method.methods import METHODS
 from dnet_tune.run import resolve_config, train_to_dir
-from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
+from dnet_tune.train import Trainer, load_checkpoint
 
 CHANCE = 0.1  # digits: 10 balanced classes in V and test
 
@@ -65,13 +66,7 @@ def test_resume_from_a_mid_run_checkpoint_reproduces_the_run_exactly(tmp_path, m
     full = Trainer(cfg)
     uninterrupted = list(full.fit())
 
-    first = Trainer(cfg)
-    for _ in range(2):
-        first.run_epoch()
-    save_checkpoint(first, str(tmp_path / "ckpt.pt"))
-    torch.manual_seed(12345)  # whatever happened in between must not matter
-    resumed = Trainer(cfg)
-    resumed.load_state_dict(load_checkpoint(str(tmp_path / "ckpt.pt")))
+    resumed = stop_and_resume(cfg, 2, tmp_path / "ckpt.pt")
     rest = list(resumed.fit())
     assert [m["epoch"] for m in rest] == [3, 4]
     assert _strip_time(resumed.history) == _strip_time(uninterrupted)
