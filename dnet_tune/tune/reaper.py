@@ -13,6 +13,12 @@ driver exits for any reason, kill -9 included, or which the driver does itself r
 `ray.shutdown()`, this process kills every process of this user whose environment holds the
 token (SIGTERM, then SIGKILL after a grace period), sweeping again until none is left.
 
+The environment is not always readable to the end: a process that renames itself with Ray's
+`setproctitle` (the agents do) may overwrite the memory /proc/<pid>/environ shows, so the token
+vanishes from it. While the driver lives, this process therefore also keeps the family: every
+marked process and, through parent pids, every descendant, with its start time (so a reused pid
+is never taken for one of them). The sweep kills the marked processes and the family.
+
 It runs in its own session, so a Ctrl-C in the terminal (SIGINT to the foreground process
 group) does not reach it. What it cannot do: survive a kill -9 of itself, or see processes
 of another user or on other machines (a local Ray has none).
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -30,6 +37,7 @@ import time
 ENV = "DNET_TUNE_RAY_OWNER"
 GRACE_S = 2.0
 SWEEP_FOR_S = 20.0
+WATCH_S = 1.0  # how often the family is brought up to date while the driver lives
 
 
 def marked(token: str) -> list[int]:
@@ -53,30 +61,71 @@ def marked(token: str) -> list[int]:
     return found
 
 
+def _parent_and_start(pid: str) -> tuple[int, str] | None:
+    """(parent pid, start time in clock ticks) of a live process, None for a zombie or gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else (int(fields[1]), fields[19])
+
+
+class Family:
+    """The processes of one Ray: the marked ones and all their descendants, by (pid, start)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.known: dict[int, str] = {}
+
+    def update(self) -> None:
+        me = os.getpid()
+        procs = {int(e): ps for e in os.listdir("/proc")
+                 if e.isdigit() and (ps := _parent_and_start(e)) is not None}
+        procs.pop(me, None)
+        self.known = {p: start for p, start in self.known.items()
+                      if p in procs and procs[p][1] == start}
+        for pid in marked(self.token):
+            if pid in procs:
+                self.known[pid] = procs[pid][1]
+        grew = True
+        while grew:  # children of the family, then theirs
+            grew = False
+            for pid, (parent, start) in procs.items():
+                if pid not in self.known and parent in self.known:
+                    self.known[pid] = start
+                    grew = True
+
+    def alive(self) -> list[int]:
+        self.update()
+        return sorted(self.known)
+
+
 def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
 
 
-def sweep(token: str) -> int:
-    """Kill every marked process; returns how many there were."""
+def sweep(token: str, family: Family | None = None) -> int:
+    """Kill every process of the family (marked, or a descendant of one); returns how many."""
+    family = family or Family(token)
     deadline = time.monotonic() + SWEEP_FOR_S
     killed = 0
     while time.monotonic() < deadline:
-        pids = marked(token)
+        pids = family.alive()
         if not pids:
             # a process may still be starting (a worker the raylet forked last): look again
             time.sleep(0.5)
-            if not marked(token):
+            if not family.alive():
                 return killed
             continue
         killed += len(pids)
         _signal(pids, signal.SIGTERM)
         end = time.monotonic() + GRACE_S
-        while time.monotonic() < end and any(p in pids for p in marked(token)):
+        while time.monotonic() < end and any(p in pids for p in family.alive()):
             time.sleep(0.1)
-        _signal(marked(token), signal.SIGKILL)
+        _signal(family.alive(), signal.SIGKILL)
         time.sleep(0.2)
     return killed
 
@@ -94,9 +143,15 @@ def start(token: str) -> subprocess.Popen[bytes]:
 def main(argv: list[str]) -> int:
     token = argv[0]
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while sys.stdin.buffer.read(65536):  # returns b"" once the driver's end is closed
-        pass
-    sweep(token)
+    family = Family(token)
+    stdin = sys.stdin.buffer.fileno()
+    while True:
+        ready, _, _ = select.select([stdin], [], [], WATCH_S)
+        if not ready:
+            family.update()
+        elif not os.read(stdin, 65536):  # b"" once the driver's end is closed
+            break
+    sweep(token, family)
     return 0
 
 
