@@ -14,11 +14,13 @@ from pathlib import Path
 from dnet_tune.tune import reaper
 
 # A marked parent that starts a child; the child renames itself with Ray's own setproctitle,
-# as ray::DashboardAgent does, then both wait. The child's pid goes to stdout.
+# as ray::DashboardAgent does, then both wait. The child's pid goes to stdout. How much of the
+# environment a title overwrites depends on the lengths of the title, the command line and the
+# environment; a title longer than all of it overwrites the token wherever it sits.
 FAMILY = """
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import time, ray._raylet as r; "
-    "r.setproctitle('ray:' + ':Renamed' + ' ' * 200); time.sleep(300)"])
+    "r.setproctitle('ray:' + ':Renamed' + ' ' * 100000); time.sleep(300)"])
 print(child.pid, flush=True)
 time.sleep(300)
 """
