@@ -16,7 +16,7 @@ from dnet_tune.tune import reaper
 # A marked parent that starts a child; the child renames itself with Ray's own setproctitle,
 # as ray::DashboardAgent does, then both wait. The child's pid goes to stdout. How much of the
 # environment a title overwrites depends on the lengths of the title, the command line and the
-# environment; a title longer than all of it overwrites the token wherever it sits.
+# environment (in the full suite only its start was overwritten), so the token goes first.
 FAMILY = """
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import time, ray._raylet as r; "
@@ -51,7 +51,7 @@ def test_the_sweep_kills_a_renamed_descendant_and_spares_the_rest():
     token = uuid.uuid4().hex
     watchdog = reaper.start(token)
     marked = subprocess.Popen([sys.executable, "-c", FAMILY], stdout=subprocess.PIPE,
-                              env={**os.environ, reaper.ENV: token})
+                              env={reaper.ENV: token, **os.environ})
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
         assert marked.stdout is not None
