@@ -24,6 +24,7 @@ Run: `python bench/search_efficiency.py [asha-vs-random|overhead|all] [--seeds 5
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -126,8 +127,7 @@ def summarise_run(run: dict[str, Any]) -> str:
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    for run in runs:
-        summarise_run(run)
+    """Over seeds, from runs that `summarise_run` has filled in."""
     ratios = [x["random_over_asha"] for x in runs if x["random_over_asha"] is not None]
     a = [x["asha_tpe"]["best_val"] for x in runs]
     r = [x["random"]["best_val"] for x in runs]
@@ -186,11 +186,11 @@ def main() -> int:
                     help="recompute the comparison from the curves already in --out; no search")
     args = ap.parse_args()
     if args.summarise:
-        import json
-
         data = json.loads(Path(args.out).read_text())
         kept = ("machine", "dataset", "method", "budget", "compute_factor", "slots", "runs")
         part = {k: data["asha_vs_random"][k] for k in kept}
+        for run in part["runs"]:
+            summarise_run(run)
         part.update(summarise(part["runs"]))
         data["asha_vs_random"] = part
         atomic_write_json(Path(args.out), data)
@@ -198,8 +198,6 @@ def main() -> int:
         return 0
     out: dict[str, Any] = {}
     if Path(args.out).exists():  # one subcommand keeps the other's last results
-        import json
-
         out = json.loads(Path(args.out).read_text())
     with search_scratch() as tmp:
         if args.what in ("asha-vs-random", "all"):

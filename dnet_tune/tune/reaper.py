@@ -40,54 +40,44 @@ SWEEP_FOR_S = 20.0
 WATCH_S = 1.0  # how often the family is brought up to date while the driver lives
 
 
-def marked(token: str) -> list[int]:
-    """Live processes (not zombies) whose environment holds ENV=token, except this one."""
-    needle = f"{ENV}={token}".encode()
-    me = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle not in f.read().split(b"\0"):
-                    continue
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except OSError:  # gone, or not ours to read
-            continue
-        found.append(int(entry))
-    return found
-
-
-def _parent_and_start(pid: str) -> tuple[int, str] | None:
-    """(parent pid, start time in clock ticks) of a live process, None for a zombie or gone."""
+def proc_stat(pid: int | str) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks since boot) of a live process; None for a zombie
+    or a process that is gone. The start time tells a process from a later one with its pid."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
+        return None if fields[0] == "Z" else (int(fields[1]), int(fields[19]))
+    except (OSError, IndexError, ValueError):
         return None
-    return None if fields[0] == "Z" else (int(fields[1]), fields[19])
+
+
+def _has_token(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return needle in f.read().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
 
 
 class Family:
-    """The processes of one Ray: the marked ones and all their descendants, by (pid, start)."""
+    """The processes of one Ray: the marked ones (ENV=token in their environment) and all their
+    descendants, by (pid, start time); never this process."""
 
     def __init__(self, token: str) -> None:
-        self.token = token
-        self.known: dict[int, str] = {}
+        self.needle = f"{ENV}={token}".encode()
+        self.known: dict[int, int] = {}
 
     def update(self) -> None:
+        """One pass over /proc: every live process's stat; the environment only of those not
+        known yet (a member stays one, and a renamed member's environment may be unreadable)."""
         me = os.getpid()
         procs = {int(e): ps for e in os.listdir("/proc")
-                 if e.isdigit() and (ps := _parent_and_start(e)) is not None}
-        procs.pop(me, None)
+                 if e.isdigit() and int(e) != me and (ps := proc_stat(e)) is not None}
         self.known = {p: start for p, start in self.known.items()
                       if p in procs and procs[p][1] == start}
-        for pid in marked(self.token):
-            if pid in procs:
-                self.known[pid] = procs[pid][1]
+        for pid, (_, start) in procs.items():
+            if pid not in self.known and _has_token(pid, self.needle):
+                self.known[pid] = start
         grew = True
         while grew:  # children of the family, then theirs
             grew = False

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dnet_tune.errors import UserError
+from dnet_tune.tune import reaper
 from dnet_tune.tune.plan import Budget, Confirmation, SearchRequest
 from dnet_tune.tune.storage import exists, join, read_bytes
 
@@ -78,12 +79,9 @@ def check_fingerprint(stored: dict[str, Any], now: dict[str, Any], space_path: s
 
 
 def _start_ticks(pid: int) -> int | None:
-    """When a process started (clock ticks since boot): a pid alone may have been reused."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    """When a process started: a pid alone may have been reused."""
+    stat = reaper.proc_stat(pid)
+    return None if stat is None else stat[1]
 
 
 def driver_info() -> dict[str, Any]:
