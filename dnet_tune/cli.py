@@ -113,6 +113,8 @@ def _fraction(text: str) -> float:
 
 
 def _add_tune_commands(sub: Any) -> None:
+    from dnet_tune.tune.plan import SAMPLERS, SCHEDULERS  # a leaf: no Ray, no Optuna
+
     s = sub.add_parser("search", help="hyperparameter search: Ray Tune + ASHA + Optuna TPE")
     s.add_argument("--dataset", default="digits_lt",
                    help="registered dataset (default digits_lt; see `dnet-tune data list`)")
@@ -131,10 +133,10 @@ def _add_tune_commands(sub: Any) -> None:
     s.add_argument("--grace-period", type=int, help="epochs before ASHA may stop a trial")
     s.add_argument("--reduction-factor", type=float, help="ASHA reduction factor")
     s.add_argument("--space", help="search space YAML (default search_spaces/<dataset>.yaml)")
-    s.add_argument("--sampler", choices=["tpe", "random"], default="tpe",
+    s.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
                    help="how configs are proposed: Optuna TPE (default), or uniformly at random "
                         "(a baseline to measure what TPE gains)")
-    s.add_argument("--scheduler", choices=["asha", "none"], default="asha",
+    s.add_argument("--scheduler", choices=SCHEDULERS, default=SCHEDULERS[0],
                    help="asha (default) stops weak trials at its rungs; none runs every trial to "
                         "--max-epochs")
     s.add_argument("--wait-for-gpus", type=_fraction, default=0.0, metavar="SECONDS",
