@@ -20,9 +20,9 @@ from pathlib import Path
 from machine import machine_info, search_scratch  # bench/ is the script's folder
 from rich.console import Console
 
-from dnet_tune.io import json_safe
-from dnet_tune.tune.bests import report
+from dnet_tune.fileio import json_safe
 from dnet_tune.tune.plan import SearchRequest
+from dnet_tune.tune.report.chosen_configs import report
 from dnet_tune.tune.search import run_search
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from dnet_tune.config import total_epochs
-from dnet_tune.io import atomic_write_json
+from dnet_tune.fileio import atomic_write_json
 from dnet_tune.run import resolve_config
 
 

@@ -29,7 +29,8 @@ from typing import Any
 from machine import machine_info, search_scratch  # bench/ is the script's folder
 from rich.console import Console
 
-from dnet_tune.tune import live_results, per_method
+from dnet_tune.tune import per_method
+from dnet_tune.tune.faults import live_results
 from dnet_tune.tune.plan import SearchRequest
 from dnet_tune.tune.search import run_search
 

@@ -39,7 +39,7 @@ from dnet_tune.data.cifar import CIFAR10
 from dnet_tune.data.loader import TensorBatches
 from dnet_tune.data.registry import build_dataset
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write_json
+from dnet_tune.fileio import atomic_write_json
 
 BATCH = 128  # default --batch-size, the CIFAR recipe's
 SEED = 0

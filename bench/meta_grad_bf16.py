@@ -21,7 +21,7 @@ import torch
 
 from dnet_tune.config import ModelConfig
 from dnet_tune.device import autocast
-from dnet_tune.io import atomic_write_json
+from dnet_tune.fileio import atomic_write_json
 from dnet_tune.method.difficulty_net import DifficultyNet, class_weights
 from dnet_tune.method.losses import cross_entropy
 from dnet_tune.method.meta_step import meta_grad_jvp

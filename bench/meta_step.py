@@ -49,7 +49,7 @@ from dnet_tune.data.cifar import CIFAR10, CIFAR100
 from dnet_tune.data.longtail import lt_counts
 from dnet_tune.data.registry import build_dataset
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write_json
+from dnet_tune.fileio import atomic_write_json
 from dnet_tune.run import resolve_config
 from dnet_tune.train import Trainer, epoch_generator, lr_at
 

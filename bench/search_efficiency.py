@@ -35,7 +35,7 @@ from typing import Any
 from machine import RESULTS, machine_info, search_scratch  # bench/ is the script's folder
 from rich.console import Console
 
-from dnet_tune.io import atomic_write_json
+from dnet_tune.fileio import atomic_write_json
 from dnet_tune.tune.plan import SearchRequest
 from dnet_tune.tune.search import run_search
 from dnet_tune.tune.space import default_space_path

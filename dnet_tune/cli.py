@@ -302,7 +302,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from dnet_tune.tune.search import run_search
 
     if args.resume:
-        from dnet_tune.tune.resume import refuse_changing_flags
+        from dnet_tune.tune.faults.resume import refuse_changing_flags
 
         refuse_changing_flags(args, build_parser().parse_args(["search"]))
     if args.method and args.methods:
@@ -361,9 +361,9 @@ def _no_usable_result(experiment: str, summary: list[dict[str, Any]]) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from dnet_tune.console import make_console
-    from dnet_tune.io import json_safe
-    from dnet_tune.tune.bests import report
-    from dnet_tune.tune.view import print_report
+    from dnet_tune.fileio import json_safe
+    from dnet_tune.tune.report.chosen_configs import report
+    from dnet_tune.tune.report.text import print_report
 
     reports = report(args.storage, args.experiment)
     written = _write_figures(args) if args.html or args.png else []
@@ -380,7 +380,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _write_figures(args: argparse.Namespace) -> list[str]:
-    from dnet_tune.tune.html_report import make_report
+    from dnet_tune.tune.report.html import make_report
 
     if args.experiment is None:
         raise UserError("--html and --png draw one experiment: dnet-tune report "
@@ -390,7 +390,7 @@ def _write_figures(args: argparse.Namespace) -> list[str]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from dnet_tune.console import make_console, pct
-    from dnet_tune.tune.bests import export
+    from dnet_tune.tune.report.chosen_configs import export
 
     row, status = export(args.experiment, args.out, args.trial, args.method)
     seeds = f" over seeds {row['seeds']}" if row["seeds"] else ""

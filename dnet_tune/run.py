@@ -22,7 +22,7 @@ from dnet_tune.config import (
 )
 from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write_json, atomic_write_text, write_parquet_rows
+from dnet_tune.fileio import atomic_write_json, atomic_write_text, write_parquet_rows
 from dnet_tune.yamlio import dump_yaml
 
 PROVENANCE_KEY = "provenance"  # extra block in exported configs; not part of the run config

@@ -30,7 +30,7 @@ from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
 from dnet_tune.errors import UserError
 from dnet_tune.method.methods import Batch, Method, create_method
-from dnet_tune.method.stage2 import Stage2, check_stage2_model
+from dnet_tune.stage2 import Stage2, check_stage2_model
 
 CHECKPOINT_FORMAT = 1
 GROUPS = ("many", "medium", "few")
@@ -331,7 +331,7 @@ class Trainer:
 
 
 def save_checkpoint(trainer: Trainer, path: str) -> None:
-    from dnet_tune.io import atomic_write
+    from dnet_tune.fileio import atomic_write
 
     state = trainer.state_dict()
     atomic_write(path, lambda p: torch.save(state, p))

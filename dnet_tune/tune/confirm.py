@@ -20,9 +20,9 @@ from typing import Any
 import ray
 
 from dnet_tune.dotted import merge
-from dnet_tune.tune import interrupt
-from dnet_tune.tune.compare import candidates
+from dnet_tune.tune.faults import interrupt
 from dnet_tune.tune.plan import Resources
+from dnet_tune.tune.report.compare import candidates
 from dnet_tune.tune.results import TrialRecord
 from dnet_tune.tune.trainable import DataHandle, placement, trial_config
 from dnet_tune.tune.view import ProgressLine

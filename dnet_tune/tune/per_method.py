@@ -25,7 +25,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from dnet_tune.tune import interrupt, studies
+from dnet_tune.tune.faults import interrupt, studies
 
 METHOD_KEY = "method.name"  # the flat config key a trial's method travels under
 

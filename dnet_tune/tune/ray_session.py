@@ -25,14 +25,14 @@ class LocalRay:
     """The local Ray this command started, and the watchdog that removes its leftovers."""
 
     def __init__(self) -> None:
-        from dnet_tune.tune import reaper
+        from dnet_tune.tune.faults import reaper
 
         self.token = uuid.uuid4().hex
         self.reaper = reaper.start(self.token)
 
     def mark(self) -> dict[str, str]:
         """Environment entries every process of this Ray must inherit (see `reaper`)."""
-        from dnet_tune.tune.reaper import ENV
+        from dnet_tune.tune.faults.reaper import ENV
 
         return {ENV: self.token}
 

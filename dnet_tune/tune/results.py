@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dnet_tune.errors import UserError
-from dnet_tune.io import json_safe
+from dnet_tune.fileio import json_safe
 from dnet_tune.tune.storage import exists, join, read_bytes, read_table, write_bytes, write_table
 from dnet_tune.yamlio import dump_yaml
 

@@ -17,8 +17,9 @@ from ray import tune
 from ray.tune import result as ray_result
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from dnet_tune.tune.interrupt import StopAtEpochBoundary
-from dnet_tune.tune.live_results import LiveTables
+from dnet_tune.tune.faults.interrupt import StopAtEpochBoundary
+from dnet_tune.tune.faults.live_results import LiveTables
+from dnet_tune.tune.faults.studies import study_name
 from dnet_tune.tune.per_method import (
     METHOD_KEY,
     PerMethodScheduler,
@@ -29,7 +30,6 @@ from dnet_tune.tune.plan import Budget, Resources, run_epochs
 from dnet_tune.tune.results import TrialRecord, record_status
 from dnet_tune.tune.sampling import apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
-from dnet_tune.tune.studies import study_name
 from dnet_tune.tune.tensorboard_events import TensorBoardCallback
 from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial
 from dnet_tune.tune.view import SearchView

@@ -19,7 +19,8 @@ from rich.console import Console
 from dnet_tune.config import config_to_dict, parse_set
 from dnet_tune.dotted import flatten, merge
 from dnet_tune.errors import UserError
-from dnet_tune.tune import bests, confirm, interrupt, results, resume, runner, storage, studies
+from dnet_tune.tune import confirm, driver, results, runner, storage
+from dnet_tune.tune.faults import interrupt, resume, studies
 from dnet_tune.tune.plan import (
     LENGTH_KEYS,
     Budget,
@@ -36,10 +37,12 @@ from dnet_tune.tune.plan import (
     plan_resources,
     run_epochs,
 )
+from dnet_tune.tune.report import chosen_configs
+from dnet_tune.tune.report.text import comparison_table, difference_line
 from dnet_tune.tune.sampling import check_against_config
 from dnet_tune.tune.space import SearchSpace, default_space_path
 from dnet_tune.tune.space_file import load_space
-from dnet_tune.tune.view import ProgressLine, SearchView, comparison_table, difference_line
+from dnet_tune.tune.view import ProgressLine, SearchView
 
 
 def find_space(req: SearchRequest) -> SearchSpace:
@@ -71,7 +74,7 @@ def resolve_methods(req: SearchRequest, space: SearchSpace) -> list[str]:
 
 
 @dataclass
-class Plan:
+class CheckedSearch:
     """A checked request and everything derived from it before Ray starts."""
 
     req: SearchRequest
@@ -105,7 +108,7 @@ def _for_resume(req: SearchRequest) -> tuple[SearchRequest, dict[str, Any]]:
     return stored, meta
 
 
-def plan_search(req: SearchRequest) -> Plan:
+def plan_search(req: SearchRequest) -> CheckedSearch:
     from dnet_tune.config import config_from_dict
     from dnet_tune.data.registry import DATASETS, build_dataset
 
@@ -139,7 +142,8 @@ def plan_search(req: SearchRequest) -> Plan:
     if resumed is not None:
         resume.check_fingerprint(resumed["fingerprint"], fp, space_path)
     dataset = build_dataset(config_from_dict(base).data)  # missing data fails before Ray
-    return Plan(req, space, methods, budget, base, dataset, confirmation, fp, pinned, resumed)
+    return CheckedSearch(req, space, methods, budget, base, dataset, confirmation, fp, pinned,
+                         resumed)
 
 
 def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
@@ -174,14 +178,14 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
             local.shutdown()
 
 
-def _start_meta(plan: Plan, res: Resources, name: str) -> dict[str, Any]:
+def _start_meta(plan: CheckedSearch, res: Resources, name: str) -> dict[str, Any]:
     from dnet_tune.data.registry import summary as data_summary
 
     req, conf = plan.req, plan.confirmation
     if plan.resumed is not None:
         earlier = plan.resumed.get("resumes", [])
-        return {**plan.resumed, "status": "running", "driver": resume.driver_info(),
-                "resumes": [*earlier, {"at": resume.driver_info()["started"]}]}
+        return {**plan.resumed, "status": "running", "driver": driver.driver_info(),
+                "resumes": [*earlier, {"at": driver.driver_info()["started"]}]}
     db = studies.masked(req.optuna_storage) or (
         studies.JOURNAL if studies.default_location(req.storage) else None)
     return {"experiment": name, "dataset": req.dataset, "methods": plan.methods,
@@ -193,14 +197,14 @@ def _start_meta(plan: Plan, res: Resources, name: str) -> dict[str, Any]:
                                       for n in plan.space.virtual_names(m)}),
             "resources": vars(res), "storage": req.storage, "status": "running",
             "request": resume.stored_request(req), "fingerprint": plan.fingerprint,
-            "optuna_storage": db, "driver": resume.driver_info(),
+            "optuna_storage": db, "driver": driver.driver_info(),
             # per-class counts and shot groups: the report sorts classes by them without
             # needing the dataset on the machine that reads the results
             "data": data_summary(plan.dataset),
-            "versions": bests.versions(), "git_sha": bests.git_sha()}
+            "versions": chosen_configs.versions(), "git_sha": chosen_configs.git_sha()}
 
 
-def _warm_start(plan: Plan, root: str, exp: str, console: Console) -> Any:
+def _warm_start(plan: CheckedSearch, root: str, exp: str, console: Console) -> Any:
     if plan.req.warm_start < 1:
         return None
     from dnet_tune.tune import warm_start
@@ -216,7 +220,7 @@ def _existing_confirm(exp: str) -> list[dict[str, Any]]:
     return storage.read_table(path) if storage.exists(path) else []
 
 
-def _execute(plan: Plan, res: Resources, name: str, root: str, exp: str,
+def _execute(plan: CheckedSearch, res: Resources, name: str, root: str, exp: str,
              console: Console) -> SearchOutcome:
     import ray
 
@@ -301,11 +305,11 @@ def _interrupted(meta: dict[str, Any], meta_path: str, exp: str,
     return SearchOutcome(exp, summary, None, interrupted=True)
 
 
-def _finish(plan: Plan, exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],
+def _finish(plan: CheckedSearch, exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],
             confirm_rows: list[dict[str, Any]], console: Console) -> SearchOutcome:
     conf = plan.confirmation
-    rows, diff = bests.comparison(meta, summary, confirm_rows)
-    best = bests.write_bests(exp, meta, summary, rows)
+    rows, diff = chosen_configs.comparison(meta, summary, confirm_rows)
+    best = chosen_configs.write_bests(exp, meta, summary, rows)
     if rows:
         how = (f"confirmed: top {conf.top} per method × seeds {', '.join(map(str, conf.seeds))}"
                if conf else "not confirmed: one seed, the search's own")

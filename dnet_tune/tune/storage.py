@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write, rows_to_table, table_to_rows
+from dnet_tune.fileio import atomic_write, rows_to_table, table_to_rows
 
 
 def is_uri(path: str) -> bool:

@@ -13,7 +13,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "dnet_tune"
 CORE = ("dnet_tune.config", "dnet_tune.data", "dnet_tune.models", "dnet_tune.method",
-        "dnet_tune.train", "dnet_tune.run")
+        "dnet_tune.train", "dnet_tune.stage2", "dnet_tune.stage2_sampler", "dnet_tune.run")
+# the report reads finished results: it may ask `driver` whether a search is alive, never touch
+# the fault machinery or the engine that runs trials
+REPORT = "dnet_tune.tune.report"
+FORBIDDEN_IN_REPORT = ("ray", "optuna.study", "dnet_tune.tune.faults", "dnet_tune.tune.runner",
+                       "dnet_tune.tune.trainable", "dnet_tune.tune.per_method",
+                       "dnet_tune.tune.search", "dnet_tune.tune.confirm",
+                       "dnet_tune.tune.ray_session", "dnet_tune.cli")
 FORBIDDEN_IN_CORE = ("ray", "dnet_tune.tune", "dnet_tune.ops", "dnet_tune.cli")
 
 
@@ -128,3 +135,19 @@ def test_importing_the_core_loads_no_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=PACKAGE.parent).stdout.strip()
     assert out == "False"
+
+
+def _report_modules() -> list[str]:
+    return sorted(m for m in _modules() if m == REPORT or m.startswith(f"{REPORT}."))
+
+
+def test_the_report_is_a_wing():
+    assert len(_report_modules()) >= 8  # the walk found the wing's modules
+
+
+@pytest.mark.parametrize("module", _report_modules())
+def test_the_report_imports_only_the_leaves_below_it(module):
+    names = _imported_names(module, _modules()[module])
+    bad = sorted(n for n in names
+                 if any(n == f or n.startswith(f"{f}.") for f in FORBIDDEN_IN_REPORT))
+    assert not bad, f"{module} imports {bad}"

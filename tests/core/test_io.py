@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from dnet_tune.io import atomic_write, write_parquet_rows
+from dnet_tune.fileio import atomic_write, write_parquet_rows
 
 
 def test_parquet_keeps_columns_that_only_later_rows_have(tmp_path):
@@ -38,7 +38,7 @@ def test_mixed_type_columns_survive_parquet(tmp_path):
     """A categorical may mix numbers and strings (CDB's τ); every value keeps its type."""
     import pyarrow.parquet as pq
 
-    from dnet_tune.io import table_to_rows
+    from dnet_tune.fileio import table_to_rows
 
     rows = [{"config/method.cdb_tau": v, "epoch": i} for i, v in enumerate(MIXED)]
     write_parquet_rows(tmp_path / "t.parquet", rows)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dnet_tune.errors import UserError
-from dnet_tune.method.stage2 import resolve_smoothing
 from dnet_tune.recipe import list_recipes, recipe_names
 from dnet_tune.run import resolve_config
+from dnet_tune.stage2 import resolve_smoothing
 
 
 def paper(**kwargs: object):

@@ -12,16 +12,16 @@ import torch
 import torch.nn.functional as F
 from stopped_runs import stop_and_resume
 
-from dnet_tune.data.sampler import class_balanced_order, epoch_length
 from dnet_tune.errors import UserError
-from dnet_tune.method.stage2 import (
+from dnet_tune.run import resolve_config, train_to_dir
+from dnet_tune.stage2 import (
     Stage2,
     class_smoothing,
     label_aware_smoothing,
     resolve_smoothing,
     smoothing_for_imbalance,
 )
-from dnet_tune.run import resolve_config, train_to_dir
+from dnet_tune.stage2_sampler import class_balanced_order, epoch_length
 from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 
 E1, E2 = 2, 2

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dnet_tune.io import table_to_rows
+from dnet_tune.fileio import table_to_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 MARK = "DNET_TEST_DRIVER_MARK"

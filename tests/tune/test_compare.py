@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from dnet_tune.tune import compare
+from dnet_tune.tune.report import compare
 
 # t(0.975, dof) from tables: dof 1 -> 12.7062, dof 2 -> 4.3027
 T975 = {1: 12.7062047, 2: 4.30265273}

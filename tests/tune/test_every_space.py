@@ -14,7 +14,7 @@ import yaml
 
 from dnet_tune.config import config_from_dict
 from dnet_tune.data.registry import DATASETS
-from dnet_tune.io import table_to_rows
+from dnet_tune.fileio import table_to_rows
 from dnet_tune.tune.space import default_space_path
 from dnet_tune.tune.space_file import load_space
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from dnet_tune.io import table_to_rows
+from dnet_tune.fileio import table_to_rows
 
 EPOCHS = 8
 # what differs between two runs of one config by nature: time and place

@@ -1,4 +1,4 @@
-"""The watchdog of a local Ray (`tune/reaper.py`) with real processes: it kills the marked
+"""The watchdog of a local Ray (`tune/faults/reaper.py`) with real processes: it kills the marked
 processes and their descendants, even one that renamed itself the way Ray's agents do (which
 overwrites what /proc shows of its environment), and nothing else."""
 
@@ -11,7 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
-from dnet_tune.tune import reaper
+from dnet_tune.tune.faults import reaper
 
 # A marked parent that starts a child; the child renames itself with Ray's own setproctitle,
 # as ray::DashboardAgent does, then both wait. The child's pid goes to stdout. How much of the

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from dnet_tune.io import table_to_rows
-from dnet_tune.tune.report_data import asha_rungs
+from dnet_tune.fileio import table_to_rows
+from dnet_tune.tune.report.data import asha_rungs
 from dnet_tune.tune.storage import read_table, write_table
 
 METHODS = ["difficulty_net", "ce"]
@@ -286,8 +286,8 @@ def test_warm_start_skips_values_outside_the_current_space(smoke, tmp_path):
 def test_methods_without_sampled_parameters_or_with_one_trial_get_a_note(smoke):
     from dataclasses import replace
 
-    from dnet_tune.tune.figures_optuna import method_figures
-    from dnet_tune.tune.report_data import load_report_data
+    from dnet_tune.tune.report.data import load_report_data
+    from dnet_tune.tune.report.figures_optuna import method_figures
 
     d = load_report_data(str(smoke))
     assert d.space is not None

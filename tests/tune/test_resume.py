@@ -21,7 +21,7 @@ from drivers import (
     wait_until_reaped,
 )
 
-from dnet_tune.tune import studies
+from dnet_tune.tune.faults import studies
 
 METHODS = ["difficulty_net", "ce"]
 TRIALS, EPOCHS = 6, 4
@@ -156,14 +156,14 @@ def test_a_running_search_is_told_from_a_dead_one_by_pid_and_start_time():
     import os
     import socket
 
-    from dnet_tune.tune import resume
+    from dnet_tune.tune import driver
 
     parent = {"status": "running", "driver": {
         "pid": os.getppid(), "host": socket.gethostname(),
-        "start_ticks": resume._start_ticks(os.getppid())}}
-    assert resume.driver_alive(parent) and resume.effective_status(parent) == "running"
+        "start_ticks": driver.start_ticks(os.getppid())}}
+    assert driver.driver_alive(parent) and driver.effective_status(parent) == "running"
     reused = {**parent, "driver": {**parent["driver"], "start_ticks": -1}}  # pid reused
-    assert not resume.driver_alive(reused)
-    assert resume.effective_status(reused) == "interrupted"
+    assert not driver.driver_alive(reused)
+    assert driver.effective_status(reused) == "interrupted"
     elsewhere = {**parent, "driver": {**parent["driver"], "host": "another-host"}}
-    assert resume.effective_status(elsewhere) == "running"  # cannot know: says what it says
+    assert driver.effective_status(elsewhere) == "running"  # cannot know: says what it says

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dnet_tune.errors import UserError
-from dnet_tune.io import table_to_rows
+from dnet_tune.fileio import table_to_rows
 from dnet_tune.tune.preflight import check_reachable, version_mismatch
 
 TRIALS, EPOCHS, TOP, SEEDS = 6, 4, 2, 2

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from dnet_tune.tune import studies
+from dnet_tune.tune.faults import studies
 from dnet_tune.tune.per_method import PerMethodSearcher
 from dnet_tune.tune.sampling import define_by_run
 from dnet_tune.tune.space import default_space_path

@@ -12,17 +12,14 @@ space file would silently make a different search.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
-import os
-import socket
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from dnet_tune.errors import UserError
-from dnet_tune.tune import reaper
+from dnet_tune.tune.driver import driver_alive
 from dnet_tune.tune.plan import Budget, Confirmation, SearchRequest
 from dnet_tune.tune.storage import exists, join, read_bytes
 
@@ -76,46 +73,6 @@ def check_fingerprint(stored: dict[str, Any], now: dict[str, Any], space_path: s
     raise UserError(f"this experiment's {what} changed since it started ({stored.get(what)} → "
                     f"{now[what]}); a resume must spend the original budget: start a new "
                     f"search with --name")
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When a process started: a pid alone may have been reused."""
-    stat = reaper.proc_stat(pid)
-    return None if stat is None else stat[1]
-
-
-def driver_info() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "start_ticks": _start_ticks(os.getpid()),
-            "started": dt.datetime.now().isoformat(timespec="seconds")}
-
-
-def driver_alive(meta: dict[str, Any]) -> bool:
-    """Whether the driver that wrote `meta` still runs (known only on its own host)."""
-    driver = meta.get("driver") or {}
-    if driver.get("host") != socket.gethostname() or not driver.get("pid"):
-        return False
-    pid = int(driver["pid"])
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    ticks = driver.get("start_ticks")
-    return ticks is None or _start_ticks(pid) in (None, ticks)
-
-
-def effective_status(meta: dict[str, Any]) -> str:
-    """search.json's status, except that a "running" search whose driver is gone (kill -9, a
-    lost head node) is reported as interrupted."""
-    status = str(meta.get("status", "finished"))
-    if status == "running" and (meta.get("driver") or {}).get("host") == socket.gethostname() \
-            and not driver_alive(meta):
-        return "interrupted"
-    return status
 
 
 def load_for_resume(exp: str) -> tuple[dict[str, Any], SearchRequest]:

@@ -5,7 +5,7 @@ the head classes. The published Difficulty-Net numbers add the MiSLAS-style seco
 removes this bias without touching the features:
 - the backbone is frozen: no gradient, BatchNorm in eval mode, so its weights and running
   statistics stay bit-identical (the authors' CIFAR code runs it in eval mode too);
-- class-balanced sampling (`dnet_tune.data.sampler`);
+- class-balanced sampling (`dnet_tune.stage2_sampler`);
 - label-aware smoothing: class c's target keeps 1 − ε_c on its label and spreads ε_c evenly;
   head classes are over-confident, so they get more smoothing than tail classes;
 - learnable per-class logit scales (LWS): logits = head(features) · s, s starting at 1;
@@ -28,9 +28,9 @@ from torch import nn
 
 from dnet_tune.config import Config
 from dnet_tune.data.base import LTDataset
-from dnet_tune.data.sampler import class_balanced_order, epoch_length
 from dnet_tune.device import autocast
 from dnet_tune.errors import UserError
+from dnet_tune.stage2_sampler import class_balanced_order, epoch_length
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -16,10 +16,10 @@ from typing import Any
 import yaml
 
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write, json_safe
-from dnet_tune.tune import compare
+from dnet_tune.fileio import atomic_write, json_safe
+from dnet_tune.tune.driver import effective_status
+from dnet_tune.tune.report import compare
 from dnet_tune.tune.results import compute_by_method, load_experiment
-from dnet_tune.tune.resume import effective_status
 from dnet_tune.tune.sampling import sampled_config_keys
 from dnet_tune.tune.storage import exists, join, list_dirs, write_bytes
 from dnet_tune.yamlio import dump_yaml

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from dnet_tune.tune.figures import Figure, note_only, render, shown_width, style
-from dnet_tune.tune.report_data import ReportData, method_colour
+from dnet_tune.tune.report.data import ReportData, method_colour
+from dnet_tune.tune.report.figures import Figure, note_only, render, shown_width, style
 
 TARGET = "best val accuracy"
 MAX_PARALLEL = 6  # more axes than this and a parallel-coordinate plot stops being readable

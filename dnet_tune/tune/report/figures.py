@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnet_tune.tune.compare import GROUPS
-from dnet_tune.tune.report_data import ReportData, method_colour
+from dnet_tune.tune.report.compare import GROUPS
+from dnet_tune.tune.report.data import ReportData, method_colour
 
 DPI = 150  # rendered at 1.5x the size the HTML shows them: crisp on high-density screens
 WIDTH = 12.0  # inches; the HTML shows 100 px per inch, so a full-width figure is 1200 px

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dnet_tune.tune.compare import DN
-from dnet_tune.tune.figures import (
+from dnet_tune.tune.report.compare import DN
+from dnet_tune.tune.report.data import ReportData, method_colour
+from dnet_tune.tune.report.figures import (
     GROUP_SHADES,
     WIDTH,
     Figure,
@@ -19,7 +20,6 @@ from dnet_tune.tune.figures import (
     note_only,
     percent_axis,
 )
-from dnet_tune.tune.report_data import ReportData, method_colour
 
 # --------------------------------------------------------------------------- 3 per class
 

@@ -1,7 +1,8 @@
 """What a report is drawn from: one experiment's files, read once, with what is missing named.
 
-Every figure and the HTML table read the same `ReportData`, built on `bests.comparison`, so the
-plots, `report` and `report --json` can never disagree about which trial a method chose.
+Every figure and the HTML table read the same `ReportData`, built on
+`chosen_configs.comparison`, so the plots, `report` and `report --json` can never disagree about
+which trial a method chose.
 Missing pieces (an interrupted search without confirm.parquet or trials.parquet, an experiment
 written before a column existed, a space file that moved) are not errors: they become a reason,
 which the figures print where the plot would have been.
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dnet_tune.errors import UserError
-from dnet_tune.tune import bests
-from dnet_tune.tune.compare import DN, GROUPS, winner
+from dnet_tune.tune.report import chosen_configs
+from dnet_tune.tune.report.compare import DN, GROUPS, winner
 from dnet_tune.tune.results import load_experiment
 from dnet_tune.tune.sampling import sampled_config_keys
 from dnet_tune.tune.space import SearchSpace
@@ -57,7 +58,7 @@ class ReportData:
     summary: list[dict[str, Any]]
     confirm: list[dict[str, Any]]
     trials: list[dict[str, Any]]  # trials.parquet rows; empty when the file is missing
-    rows: list[dict[str, Any]]  # bests.comparison: one per method that reported anything
+    rows: list[dict[str, Any]]  # chosen_configs.comparison: one per method that reported anything
     diff: dict[str, Any] | None
     methods: list[str]
     classes: dict[str, Any] | None  # data.registry.summary: per-class counts and groups
@@ -199,7 +200,7 @@ def load_report_data(exp: str) -> ReportData:
         notes["confirm"] = ("not confirmed (no confirm.parquet: searched with --no-confirm, "
                             "interrupted, or nothing to confirm): each method's numbers are its "
                             "best search trial, one seed, no interval")
-    rows, diff = bests.comparison(meta, summary, confirm)
+    rows, diff = chosen_configs.comparison(meta, summary, confirm)
     virtual = frozenset(meta.get("virtual_params", []))
     for row in rows:  # the chosen trial's sampled values, as `report` prints them
         trial = next(r for r in summary if r["trial_id"] == row["trial_id"])

@@ -5,7 +5,7 @@ kill -9 cannot: Ray's GCS and raylet die with it, but `ray::DashboardAgent` and
 `ray::RuntimeEnvAgent` were seen to outlive it for good (re-parented to init, and deaf to
 SIGTERM). PR_SET_PDEATHSIG cannot help: they are the raylet's children, not ours.
 
-So the driver, before it starts Ray, starts this process (`python -m dnet_tune.tune.reaper`)
+So the driver, before it starts Ray, starts this process (`python -m dnet_tune.tune.faults.reaper`)
 and keeps the write end of a pipe to its stdin; then it starts Ray with a random token in the
 environment, which every process of that Ray inherits (daemons, agents, workers; agents rename
 themselves, but their environment stays). When the pipe closes, which the kernel does when the
@@ -34,21 +34,12 @@ import subprocess
 import sys
 import time
 
+from dnet_tune.tune.driver import proc_stat
+
 ENV = "DNET_TUNE_RAY_OWNER"
 GRACE_S = 2.0
 SWEEP_FOR_S = 20.0
 WATCH_S = 1.0  # how often the family is brought up to date while the driver lives
-
-
-def proc_stat(pid: int | str) -> tuple[int, int] | None:
-    """(parent pid, start time in clock ticks since boot) of a live process; None for a zombie
-    or a process that is gone. The start time tells a process from a later one with its pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return None if fields[0] == "Z" else (int(fields[1]), int(fields[19]))
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _has_token(pid: int, needle: bytes) -> bool:
@@ -125,7 +116,7 @@ def start(token: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != ENV}
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    return subprocess.Popen([sys.executable, "-m", "dnet_tune.tune.reaper", token],
+    return subprocess.Popen([sys.executable, "-m", "dnet_tune.tune.faults.reaper", token],
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
 

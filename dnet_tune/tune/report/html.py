@@ -19,10 +19,10 @@ from typing import Any
 
 from dnet_tune.console import pct
 from dnet_tune.errors import UserError
-from dnet_tune.io import atomic_write, atomic_write_text
-from dnet_tune.tune import figures, figures_classes, figures_optuna
-from dnet_tune.tune.report_data import ReportData, load_report_data, method_colour
-from dnet_tune.tune.view import KEY_PARAMS, _fmt, difference_line
+from dnet_tune.fileio import atomic_write, atomic_write_text
+from dnet_tune.tune.report import figures, figures_classes, figures_optuna
+from dnet_tune.tune.report.data import ReportData, load_report_data, method_colour
+from dnet_tune.tune.report.text import KEY_PARAMS, _fmt, difference_line
 
 SECTIONS = ("Learning curves", "Method comparison", "Per-class accuracy", "Learned class weights",
             "Parameters")
