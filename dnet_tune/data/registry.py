@@ -26,6 +26,14 @@ DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
 DATA_DIR_ENV = "DNET_DATA_DIR"
 
+# The DataConfig fields a builder reads (`build_dataset`): which dataset, where its files are,
+# and how its images are carved into train/H/V. Two configs that agree on these have the same
+# splits; the rest of `data.*` (augmentation, batch sizes, workers) only changes how batches are
+# drawn. Anything that builds a dataset once and reuses it (a search shares one copy among all
+# its trials) must keep these fixed.
+CONSTRUCTION_KEYS = ("name", "data_dir", "imbalance", "meta_per_class", "val_per_class",
+                     "profile")
+
 
 def resolve_data_dir(cfg: DataConfig) -> Path:
     """cfg.data_dir, else $DNET_DATA_DIR, else ~/.cache/dnet-tune (what `data download` fills)."""

@@ -28,16 +28,18 @@ from ray.tune.search import Searcher
 from dnet_tune.tune.faults import interrupt, studies
 
 METHOD_KEY = "method.name"  # the flat config key a trial's method travels under
+STAGE2_PREFIX = "stage2."  # the sampled names a trial uses only once its stage 2 runs
 
 
 class PerMethodSearcher(Searcher):
     """Round-robin over one sub-searcher per method, `quota` trials each."""
 
     def __init__(self, searchers: Mapping[str, Searcher], quota: int, metric: str,
-                 mode: str) -> None:
+                 mode: str, stage1_epochs: int | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.searchers = dict(searchers)
         self.quota = quota
+        self.stage1_epochs = stage1_epochs  # None: the trials have no stage 2
         self.suggested = dict.fromkeys(searchers, 0)
         self.owner: dict[str, str] = {}
 
@@ -66,8 +68,26 @@ class PerMethodSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        if trial_id in self.owner:
-            self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, result, error)
+        """Stage-2 parameters are judged only by trials that ran stage 2.
+
+        ASHA's rungs mostly lie in stage 1 (the grace period is at most stage 1's length), and
+        a trial stopped there, or one that diverges there, never uses the stage-2 values it
+        was given. Its study record then keeps only its stage-1 parameters
+        (`studies.tell_without`), whose value still teaches TPE about them. Chosen over tuning
+        stage 2 separately from the top trials' stage-1 checkpoints: one Tuner, one budget and
+        one resume path, and every trial that ASHA lets finish does run stage 2 with its own
+        values.
+        """
+        if trial_id not in self.owner:
+            return
+        searcher = self.searchers[self.owner[trial_id]]
+        stage1 = getattr(self, "stage1_epochs", None)  # a snapshot from before it existed
+        if (not error and result and stage1 is not None and result.get(self.metric) is not None
+                and int(result.get("epoch", 0)) <= stage1
+                and studies.tell_without(searcher, trial_id, result[self.metric],
+                                         STAGE2_PREFIX)):
+            return
+        searcher.on_trial_complete(trial_id, result, error)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:

@@ -47,16 +47,49 @@ class SearchRequest:
     scheduler: str = "asha"  # "asha" stops weak trials; "none" runs every trial to the end
 
 
+# "How good is a trial", one number everywhere: its best val accuracy so far (the epoch a run
+# selects), reported with every epoch. ASHA's rung records and the Optuna studies read it, and
+# the summary's best_val_acc, the candidates and the report rank by its final value. (The last
+# epoch's val_acc would tell TPE about a trial that fell back after its best epoch a number no
+# ranking uses.) A diverged trial's last report gives it 0.0: the worst, never a candidate.
+TRIAL_METRIC = "best_val_acc"
+
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "none")
 
 
+# Recorded (search.json's `scheduler`, report --json) for `--scheduler asha` when ASHA has no
+# rung below a trial's last epoch: it is there, but it can never stop a trial.
+INERT_ASHA = "asha_inert"
+
+
 def algorithm_note(sampler: str = "tpe", scheduler: str = "asha") -> str:
     """What a title adds when the search ran without TPE or ASHA (empty for the default), so a
-    table of a baseline search is never mistaken for the default one."""
-    parts = ([] if sampler == "tpe" else ["random proposals"]) + (
-        [] if scheduler == "asha" else ["no early stopping"])
+    table of a baseline search is never mistaken for the default one. `scheduler` is what ran
+    (`scheduler_ran`): an inert ASHA is named as such."""
+    stopping = {"asha": [], INERT_ASHA: ["ASHA inert: no rung below the last epoch, no early "
+                                         "stopping"]}.get(scheduler, ["no early stopping"])
+    parts = ([] if sampler == "tpe" else ["random proposals"]) + stopping
     return f" ({', '.join(parts)})" if parts else ""
+
+
+def asha_rungs(grace_period: float, reduction_factor: float, max_t: float) -> list[float]:
+    """The epochs at which ASHA may stop a trial: Ray's milestones below max_t (a trial ends
+    at max_t anyway). Empty when the grace period reaches max_t: ASHA then stops nothing."""
+    if grace_period <= 0 or reduction_factor <= 1 or max_t <= grace_period:
+        return []
+    count = int(math.log(max_t / grace_period) / math.log(reduction_factor) + 1)  # as Ray's
+    return [grace_period * reduction_factor**k for k in range(count)
+            if grace_period * reduction_factor**k < max_t]
+
+
+def scheduler_ran(scheduler: str, budget: Budget, epochs_per_trial: int) -> str:
+    """What really stopped trials: `scheduler` as asked, or INERT_ASHA when ASHA's grace period
+    (clipped to --max-epochs) leaves it no rung below a trial's last epoch."""
+    if scheduler == "asha" and not asha_rungs(budget.grace_period, budget.reduction_factor,
+                                              epochs_per_trial):
+        return INERT_ASHA
+    return scheduler
 
 
 @dataclass
@@ -185,6 +218,12 @@ def run_epochs(base: dict[str, Any]) -> int:
     """
     stage2 = base.get("stage2") or {}
     return int(base["train"]["epochs"]) + (int(stage2["epochs"]) if stage2.get("enabled") else 0)
+
+
+def stage1_epochs(base: dict[str, Any]) -> int | None:
+    """The last epoch of stage 1 when a trial has a stage 2 after it; None without one."""
+    stage2 = base.get("stage2") or {}
+    return int(base["train"]["epochs"]) if stage2.get("enabled") else None
 
 
 def budget_for(req: SearchRequest, space: HasBudgets) -> Budget:

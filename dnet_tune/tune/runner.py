@@ -26,7 +26,7 @@ from dnet_tune.tune.per_method import (
     PerMethodSearcher,
     SchedulerState,
 )
-from dnet_tune.tune.plan import Budget, Resources, run_epochs
+from dnet_tune.tune.plan import TRIAL_METRIC, Budget, Resources, run_epochs, stage1_epochs
 from dnet_tune.tune.results import TrialRecord, record_status
 from dnet_tune.tune.sampling import apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
@@ -240,13 +240,14 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
 
     trainable, setup = _prepare(spec, data)
     space, methods, budget, res = spec.space, spec.methods, spec.budget, spec.resources
-    searchers = {m: OptunaSearch(space=define_by_run(space, m), metric="val_acc", mode="max",
+    searchers = {m: OptunaSearch(space=define_by_run(space, m), metric=TRIAL_METRIC, mode="max",
                                  sampler=_sampler(spec),
                                  storage=spec.optuna_storage,
                                  study_name=study_name(spec.name, m),
                                  points_to_evaluate=spec.warm_start.get(m) or None)
                  for m in methods}
-    searcher = PerMethodSearcher(searchers, budget.trials, metric="val_acc", mode="max")
+    searcher = PerMethodSearcher(searchers, budget.trials, metric=TRIAL_METRIC, mode="max",
+                                 stage1_epochs=stage1_epochs(spec.base))
     scheduler = PerMethodScheduler(lambda: _scheduler(spec), methods)
     recorder = Recorder(setup, view, scheduler, searcher)
     recorder.exp = exp
@@ -255,7 +256,7 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            metric="val_acc", mode="max", num_samples=budget.trials * len(methods),
+            metric=TRIAL_METRIC, mode="max", num_samples=budget.trials * len(methods),
             scheduler=scheduler,
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=res.slots),
             # a finished trial's worker takes the next trial: no new process, no second

@@ -83,7 +83,7 @@ def check_against_config(space: SearchSpace, base: dict[str, Any], method: str,
         trial = study.ask()
         constants = fn(trial)
         flat = {**trial.params, **constants}
-        nested = apply_flat(merge(base, space.fixed), flat, space.virtual_names(method))
+        nested = apply_flat(base, flat, space.virtual_names(method))  # base holds `fixed:`
         try:
             config_from_dict(nested)
         except UserError as exc:

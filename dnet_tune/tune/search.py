@@ -10,13 +10,13 @@ search.json (`resume`) and continues Tune's own experiment instead of starting o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from dnet_tune.config import config_to_dict, parse_set
+from dnet_tune.config import config_from_dict, config_to_dict, parse_set
 from dnet_tune.dotted import flatten, merge
 from dnet_tune.errors import UserError
 from dnet_tune.tune import confirm, driver, results, runner, storage
@@ -36,6 +36,7 @@ from dnet_tune.tune.plan import (
     experiment_name,
     plan_resources,
     run_epochs,
+    scheduler_ran,
 )
 from dnet_tune.tune.report import chosen_configs
 from dnet_tune.tune.report.text import comparison_table, difference_line
@@ -54,13 +55,44 @@ def find_space(req: SearchRequest) -> SearchSpace:
 
 def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
                 method: str) -> dict[str, Any]:
-    from dnet_tune.run import resolve_config
+    """Every trial's config before sampling: defaults < dataset < recipe < the space's
+    `fixed:` < --set < the search's own flags (method, --data-dir, budget, seed).
+
+    A space fixes what suits its budget (e.g. CIFAR's milestones for 60-epoch trials); --set
+    is the user's word for this one search, so it wins (`fixed_overridden` names each case).
+    --smoke shrinks an enabled stage 2 as it shrinks stage 1 (to `train --smoke`'s length),
+    unless --set gives stage 2's length.
+    """
+    from dnet_tune.method.methods import check_method_config
+    from dnet_tune.run import resolve_dict, smoke_overrides
 
     data = {"data_dir": req.data_dir} if req.data_dir else {}
-    cfg = resolve_config(dataset=req.dataset, recipe=req.recipe, sets=req.sets,
-                         overrides={"method": {"name": method}, "data": data})
-    base = merge(config_to_dict(cfg), space.fixed)
-    return merge(base, {"train": {"epochs": budget.max_epochs, "seed": req.seed}})
+    flags = {"method": {"name": method}, "data": data}
+    below = resolve_dict(dataset=req.dataset, recipe=req.recipe, overrides=flags)
+    try:
+        config_from_dict(merge(below, space.fixed))
+    except UserError as exc:
+        raise UserError(f"search space '{space.path}': fixed: {exc}") from None
+    sets = parse_set(req.sets)
+    layered = merge(merge(merge(below, space.fixed), sets), flags)
+    layered = merge(layered, {"train": {"epochs": budget.max_epochs, "seed": req.seed}})
+    if req.smoke and layered["stage2"]["enabled"] and "stage2.epochs" not in flatten(sets):
+        layered = merge(layered, {"stage2": smoke_overrides()["stage2"]})
+    cfg = config_from_dict(layered)
+    check_method_config(cfg)
+    return config_to_dict(cfg)
+
+
+def fixed_overridden(space: SearchSpace, sets: list[str]) -> list[str]:
+    """`key=value (fixed: value)` for each --set key the space's `fixed:` also sets."""
+    fixed = flatten(space.fixed)
+    out = []
+    for key, value in flatten(parse_set(sets)).items():
+        clash = [k for k in fixed if k == key or k.startswith(f"{key}.") or key.startswith(f"{k}.")]
+        if clash:
+            was = ", ".join(f"{fixed[k]}" if k == key else f"{k}={fixed[k]}" for k in clash)
+            out.append(f"{key}={value} (fixed: {was})")
+    return out
 
 
 def resolve_methods(req: SearchRequest, space: SearchSpace) -> list[str]:
@@ -87,6 +119,7 @@ class CheckedSearch:
     fingerprint: dict[str, Any]
     pinned: list[str]
     resumed: dict[str, Any] | None  # search.json of the experiment being resumed
+    overridden: list[str] = field(default_factory=list)  # --set over the space's `fixed:`
 
 
 def _for_resume(req: SearchRequest) -> tuple[SearchRequest, dict[str, Any]]:
@@ -143,7 +176,7 @@ def plan_search(req: SearchRequest) -> CheckedSearch:
         resume.check_fingerprint(resumed["fingerprint"], fp, space_path)
     dataset = build_dataset(config_from_dict(base).data)  # missing data fails before Ray
     return CheckedSearch(req, space, methods, budget, base, dataset, confirmation, fp, pinned,
-                         resumed)
+                         resumed, fixed_overridden(space, req.sets))
 
 
 def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
@@ -170,12 +203,19 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
         res = plan_resources(req, ray.cluster_resources())
         if plan.pinned:
             console.print(f"fixed by --set, not searched: {', '.join(plan.pinned)}")
+        if plan.overridden:
+            console.print(f"--set overrides the space's fixed: {'; '.join(plan.overridden)}",
+                          soft_wrap=True)
         return _execute(plan, res, name, root, exp, console)
     finally:
         if req.wait_for_gpus > 0 and ray.is_initialized():
             release_gpus()
         if local is not None:
             local.shutdown()
+
+
+def _scheduler_ran(plan: CheckedSearch) -> str:
+    return scheduler_ran(plan.req.scheduler, plan.budget, run_epochs(plan.base))
 
 
 def _start_meta(plan: CheckedSearch, res: Resources, name: str) -> dict[str, Any]:
@@ -185,13 +225,14 @@ def _start_meta(plan: CheckedSearch, res: Resources, name: str) -> dict[str, Any
     if plan.resumed is not None:
         earlier = plan.resumed.get("resumes", [])
         return {**plan.resumed, "status": "running", "driver": driver.driver_info(),
+                "scheduler": _scheduler_ran(plan),
                 "resumes": [*earlier, {"at": driver.driver_info()["started"]}]}
     db = studies.masked(req.optuna_storage) or (
         studies.JOURNAL if studies.default_location(req.storage) else None)
     return {"experiment": name, "dataset": req.dataset, "methods": plan.methods,
             "space": str(Path(plan.space.path).resolve()), "budget": vars(plan.budget),
             "epochs_per_trial": run_epochs(plan.base),  # max_epochs + stage 2's, if on
-            "seed": req.seed,
+            "seed": req.seed, "scheduler": _scheduler_ran(plan),  # asked: request.scheduler
             "confirm": ({"top": conf.top, "seeds": conf.seeds} if conf else {"top": 1}),
             "virtual_params": sorted({n for m in plan.methods
                                       for n in plan.space.virtual_names(m)}),
@@ -239,7 +280,7 @@ def _execute(plan: CheckedSearch, res: Resources, name: str, root: str, exp: str
     results.write_json(meta_path, meta)
     data = DataHandle(ray.put(plan.dataset))  # the one object-store copy every trial reads
     view = SearchView(console, f"{name}: {req.dataset} · {', '.join(methods)}"
-                               f"{algorithm_note(req.sampler, req.scheduler)}",
+                               f"{algorithm_note(req.sampler, meta['scheduler'])}",
                       budget.trials * len(methods))
     spec = runner.TunerSpec(plan.space, methods, req.seed, budget, plan.base, res, name, root,
                             req.reuse_actors, req.max_failures, optuna_storage,

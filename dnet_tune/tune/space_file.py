@@ -53,10 +53,23 @@ def _budget(path: str, key: str, raw: Any) -> Budget:
     return Budget(raw["trials"], raw["max_epochs"], raw["grace_period"], rf)
 
 
+def _construction_key(path: str, where: str, name: Any) -> None:
+    """A search builds its dataset once, from the base config, and every trial trains on that
+    copy: a sampled key that changes the splits would label trials with data they never saw."""
+    from dnet_tune.data.registry import CONSTRUCTION_KEYS
+
+    if isinstance(name, str) and name in {f"data.{k}" for k in CONSTRUCTION_KEYS}:
+        raise _fail(path, where, f"{name} decides the dataset's splits, which every trial "
+                                 f"shares (built once before the search), so it cannot be "
+                                 f"sampled; fix it under `fixed:` or with --set")
+
+
 def _param(path: str, key: str, name: str, raw: Any, seen: dict[str, Param]) -> Param:
     where = f"{key}.{name}"
     if not isinstance(raw, dict):
         raise _fail(path, where, "must be a mapping with a 'type'")
+    _construction_key(path, where, name)
+    _construction_key(path, where, raw.get("into"))
     unknown = set(raw) - PARAM_KEYS
     if unknown:
         raise _fail(path, f"{where}.{sorted(unknown)[0]}", "unknown key; valid: "

@@ -10,6 +10,9 @@ A config whose training loss becomes non-finite has *diverged*: that is an answe
 config, not a failure of the trial, so it ends cleanly with one last report whose `val_acc` is
 0.0. A NaN there would be worse: ASHA never stops a NaN trial (`NaN < cutoff` is False) and
 Optuna refuses a NaN final value; 0.0 is the worst finite value, so both learn from it.
+
+What ASHA and Optuna judge a trial by is `plan.TRIAL_METRIC`, its best val so far, reported
+beside each epoch's own val_acc: the trainer's selection survives a restore in its checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ray import tune
 
 from dnet_tune.config import Config, config_from_dict
 from dnet_tune.data.base import LTDataset
+from dnet_tune.tune.plan import TRIAL_METRIC
 from dnet_tune.tune.sampling import apply_flat
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -75,7 +79,8 @@ def trial_config(base: dict[str, Any], flat: dict[str, Any], virtual: frozenset[
 
 def diverged_result(epoch: int, reason: str) -> dict[str, Any]:
     """The last report of a diverged trial: the worst finite val_acc, flagged, with the reason."""
-    return {"epoch": epoch, "val_acc": 0.0, "diverged": True, "divergence": reason}
+    return {"epoch": epoch, "val_acc": 0.0, TRIAL_METRIC: 0.0, "diverged": True,
+            "divergence": reason}
 
 
 def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> None:
@@ -91,7 +96,8 @@ def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> No
         for metrics in trainer.fit():
             with tempfile.TemporaryDirectory() as d:
                 save_checkpoint(trainer, str(Path(d) / CHECKPOINT_FILE))
-                tune.report({**metrics, "diverged": False, **where},
+                best = trainer.best["val_acc"] if trainer.best else metrics["val_acc"]
+                tune.report({**metrics, TRIAL_METRIC: best, "diverged": False, **where},
                             checkpoint=tune.Checkpoint.from_directory(d))
     except FloatingPointError as exc:  # train.Trainer: the loss became NaN or infinite
         tune.report({**diverged_result(trainer.epoch + 1, str(exc)), **where})

@@ -79,3 +79,33 @@ def test_download_refuses_what_it_cannot_fetch(tmp_path):
         download("imagenet_lt", tmp_path)
     with pytest.raises(UserError, match="choose cifar10 or cifar100"):
         download("svhn", tmp_path)
+
+
+# A value other than the default for every DataConfig field outside CONSTRUCTION_KEYS.
+NOT_CONSTRUCTION = {"augment": "crop_flip", "cutout_size": 8, "batch_size": 7,
+                    "meta_batch_size": 9, "eval_batch_size": 11, "num_workers": 1}
+
+
+def _splits(ds):
+    return {s: (getattr(ds, s).labels.tolist(), getattr(ds, s).paths,
+                None if getattr(ds, s).images is None else getattr(ds, s).images.sum().item())
+            for s in ("train", "meta", "val", "test")}
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_only_the_construction_keys_change_the_splits(name, make_data):
+    """CONSTRUCTION_KEYS is what a search refuses to sample: a field a builder reads but the
+    list lacks would give trials data they never trained on."""
+    import dataclasses
+
+    from dnet_tune.config import DataConfig
+    from dnet_tune.data.registry import CONSTRUCTION_KEYS
+
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    assert set(CONSTRUCTION_KEYS) | set(NOT_CONSTRUCTION) == fields
+    assert not set(CONSTRUCTION_KEYS) & set(NOT_CONSTRUCTION)
+    cfg = make_data(name)
+    same = build_dataset(dataclasses.replace(cfg, **NOT_CONSTRUCTION))
+    assert _splits(same) == _splits(build_dataset(cfg))
+    other = build_dataset(dataclasses.replace(cfg, val_per_class=cfg.val_per_class - 1))
+    assert _splits(other) != _splits(same)

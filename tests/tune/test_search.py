@@ -137,11 +137,35 @@ def test_each_method_chooses_its_best_mean_val_config(smoke):
     assert winner["val_mean"] == max(p["val_mean"] for p in by_method.values())
 
 
+def test_each_study_is_told_the_trials_best_val(smoke):
+    """One number for a trial: the value in its Optuna study (what TPE and optuna-dashboard
+    see) is the summary's best_val_acc, not its last epoch's val_acc."""
+    import optuna
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(smoke["exp"] / "optuna.journal")))
+    summary = {r["trial_id"]: r for r in _summary(smoke["exp"])}
+    rows = table_to_rows(pq.read_table(smoke["exp"] / "trials.parquet"))
+    fell_back = 0
+    for method in METHODS:
+        study = optuna.load_study(study_name=f"smoke:{method}", storage=storage)
+        for t in study.trials:
+            trial = summary[t.user_attrs["ray_trial_id"]]
+            assert t.value == trial["best_val_acc"], (t.number, t.value, trial)
+            last = [x for x in rows if x["trial_id"] == trial["trial_id"]][-1]
+            fell_back += last["val_acc"] < trial["best_val_acc"]
+    assert fell_back  # trials whose last epoch is not their best: where the two differed
+
+
 def test_search_prints_the_comparison_with_intervals(smoke):
     out = smoke["out"]
     assert "test ±95%CI" in out and "confirming the top 2 of each method" in out
-    assert "difficulty_net − cdb_ce (best baseline by val) on test" in out
-    assert "paired over seeds 1, 2" in out
+    chosen = yaml.safe_load((smoke["exp"] / "best" / "difficulty_net.yaml").read_text())
+    base = chosen["method"]["base_loss"]  # DN's label names a base loss other than CE
+    label = "difficulty_net" if base == "ce" else f"difficulty_net (+{base})"
+    words = " ".join(out.split())
+    assert f"{label} − cdb_ce (best baseline by val) on test" in words
+    assert "paired over seeds 1, 2" in words
     assert len(out.splitlines()) < 60  # our table, not Ray's per-trial status dump
 
 

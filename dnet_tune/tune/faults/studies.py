@@ -104,6 +104,43 @@ def tag(searcher: Any, trial_id: str) -> None:
         ot_trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
 
 
+STAGE1_ONLY_NOTE = ("stage 2 never ran (the trial ended in stage 1): told again as a new trial "
+                    "with the same ray_trial_id and its stage-1 parameters only")
+RETOLD_NOTE = "its stage-1 parameters only: stage 2 never ran, its sampled values were dropped"
+
+
+def tell_without(searcher: Any, trial_id: str, value: float, unrun_prefix: str) -> bool:
+    """Tell a finished trial's value with only the parameters it used: the study's record of
+    the proposal (every sampled value) becomes FAIL with a note, and a new COMPLETE trial holds
+    the value, the parameters not starting with `unrun_prefix` and the reported steps.
+
+    TPE models each parameter only from trials that have it (and ignores FAIL), so values that
+    never trained are judged by no one, while the rest of the trial still counts. The count of
+    COMPLETE trials per study stays the budget. False (nothing done) when the trial has no such
+    parameter. Reads Ray 2.60's OptunaSearch internals (`_ot_study`, `_ot_trials`,
+    `_completed_trials`), as `reconcile` does: a resume sees the FAIL record as told.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    study = searcher._ot_study
+    ot_trial = searcher._ot_trials[trial_id]
+    frozen = study._storage.get_trial(ot_trial._trial_id)
+    kept = [k for k in frozen.params if not k.startswith(unrun_prefix)]
+    if len(kept) == len(frozen.params):
+        return False
+    ot_trial.set_user_attr(ORPHAN_ATTR, STAGE1_ONLY_NOTE)
+    study.tell(ot_trial, state=TrialState.FAIL)
+    searcher._completed_trials.add(trial_id)
+    user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != ORPHAN_ATTR}
+    study.add_trial(optuna.trial.create_trial(
+        value=value, params={k: frozen.params[k] for k in kept},
+        distributions={k: frozen.distributions[k] for k in kept},
+        user_attrs={**user_attrs, ORPHAN_ATTR: RETOLD_NOTE},
+        intermediate_values=dict(frozen.intermediate_values)))
+    return True
+
+
 def rebind(searchers: dict[str, Any], storage: Any) -> None:
     """Point each restored OptunaSearch at `storage`: the pickled studies open the journal at
     the path the experiment had when it started, and an experiment folder may have moved."""

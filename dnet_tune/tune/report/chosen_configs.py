@@ -18,6 +18,7 @@ import yaml
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import atomic_write, json_safe
 from dnet_tune.tune.driver import effective_status
+from dnet_tune.tune.plan import Budget, scheduler_ran
 from dnet_tune.tune.report import compare
 from dnet_tune.tune.results import compute_by_method, load_experiment
 from dnet_tune.tune.sampling import sampled_config_keys
@@ -42,6 +43,19 @@ def git_sha() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return sha.stdout.strip() or None if sha.returncode == 0 else None
+
+
+def scheduler_of(meta: dict[str, Any]) -> str:
+    """What stopped trials (`plan.scheduler_ran`): search.json's record, or for an experiment
+    written before it was recorded, worked out from its request and budget."""
+    if meta.get("scheduler"):
+        return str(meta["scheduler"])
+    asked = str(meta.get("request", {}).get("scheduler", "asha"))
+    try:
+        budget = Budget(**meta["budget"])
+    except (KeyError, TypeError):
+        return asked
+    return scheduler_ran(asked, budget, int(meta.get("epochs_per_trial") or budget.max_epochs))
 
 
 def comparison(meta: dict[str, Any], summary: list[dict[str, Any]],
@@ -151,7 +165,7 @@ def _experiment_report(exp: str) -> dict[str, Any] | None:
     request = meta.get("request", {})
     return {"experiment": exp, "dataset": meta.get("dataset"), "rows": rows,
             "sampler": request.get("sampler", "tpe"),
-            "scheduler": request.get("scheduler", "asha"),
+            "scheduler": scheduler_of(meta),
             "difference": diff, "winner": best["method"] if best else None,
             "status": status, "trials_ended": sum(r["status"] != "unfinished" for r in summary),
             "trials_budget": budget}

@@ -27,6 +27,24 @@ DN = "difficulty_net"
 GROUPS = ("many", "medium", "few")
 
 
+def base_loss(trial: dict[str, Any]) -> str:
+    """The loss Difficulty-Net reweighted in a summary row's trial: its resolved config's
+    `method.base_loss` (sampled, fixed or from the recipe alike)."""
+    import yaml
+
+    sampled = trial.get("config/method.base_loss")
+    if isinstance(sampled, str):
+        return sampled
+    config = yaml.safe_load(trial["config_yaml"]) if trial.get("config_yaml") else {}
+    return str((config.get("method") or {}).get("base_loss", "ce"))
+
+
+def method_label(method: str, base: str) -> str:
+    """What ran, for tables: `difficulty_net (+balanced_softmax)` when DN reweighted another
+    loss than cross-entropy, so the row never credits DN with what its base loss does."""
+    return f"{method} (+{base})" if method == DN and base != "ce" else method
+
+
 def rank_key(row: dict[str, Any]) -> tuple[float, int, int]:
     """Sort key of a summary row: best val first, then earlier best epoch, then start order."""
     return (-row["best_val_acc"], row["best_epoch"], row.get("trial_index", 0))
@@ -82,6 +100,7 @@ def method_row(method: str, summary: list[dict[str, Any]], confirm: list[dict[st
     if not ranked:
         return None
     runs = choose(confirm, method, ranked)
+    by_id = {r["trial_id"]: r for r in summary if r.get("method") == method}
     if runs:
         trial_id = runs[0]["trial_id"]
         val = [r["val_acc"] for r in runs]
@@ -97,8 +116,10 @@ def method_row(method: str, summary: list[dict[str, Any]], confirm: list[dict[st
         seeds = []
         confirmed = False
     test_mean, test_ci = t_interval(test)
+    base = base_loss(by_id.get(trial_id, {})) if method == DN else "ce"
     return {
-        "method": method, "trial_id": trial_id, "confirmed": confirmed, "seeds": seeds,
+        "method": method, "label": method_label(method, base), "base_loss": base,
+        "trial_id": trial_id, "confirmed": confirmed, "seeds": seeds,
         "val_mean": _mean(val), "test_mean": test_mean, "test_ci95": test_ci,
         "test_std": statistics.stdev(test) if len(test) > 1 else math.nan,
         **{f"test_{g}": v for g, v in groups.items()},
@@ -127,5 +148,10 @@ def dn_versus_best_baseline(rows: list[dict[str, Any]]) -> dict[str, Any] | None
         diffs = [dn["test_mean"] - base["test_mean"]]
     mean, ci = t_interval(diffs)
     significant = math.isfinite(ci) and abs(mean) > ci
-    return {"method": DN, "baseline": base["method"], "seeds": seeds, "diff_mean": mean,
+    dn_base = dn.get("base_loss", "ce")
+    return {"method": DN, "label": dn.get("label", DN), "base_loss": dn_base,
+            # DN's base loss as a method of its own, absent from the comparison: the difference
+            # then holds that loss's effect as well as DN's
+            "base_not_compared": dn_base != "ce" and dn_base not in {r["method"] for r in rows},
+            "baseline": base["method"], "seeds": seeds, "diff_mean": mean,
             "diff_ci95": ci, "significant": significant}

@@ -10,13 +10,13 @@ which the figures print where the plot would have been.
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dnet_tune.errors import UserError
+from dnet_tune.tune import plan
 from dnet_tune.tune.report import chosen_configs
 from dnet_tune.tune.report.compare import DN, GROUPS, winner
 from dnet_tune.tune.results import load_experiment
@@ -45,10 +45,7 @@ def asha_rungs(budget: dict[str, Any]) -> list[float]:
         top = float(budget["max_epochs"])
     except (KeyError, TypeError, ValueError):
         return []
-    if grace <= 0 or rf <= 1 or top <= grace:
-        return []
-    count = int(math.log(top / grace) / math.log(rf) + 1)  # as ray.tune's AsyncHyperBand
-    return [grace * rf**k for k in range(count) if grace * rf**k < top]
+    return plan.asha_rungs(grace, rf, top)
 
 
 @dataclass

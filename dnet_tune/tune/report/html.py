@@ -20,9 +20,11 @@ from typing import Any
 from dnet_tune.console import pct
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import atomic_write, atomic_write_text
+from dnet_tune.tune.plan import algorithm_note
 from dnet_tune.tune.report import figures, figures_classes, figures_optuna
+from dnet_tune.tune.report.chosen_configs import scheduler_of
 from dnet_tune.tune.report.data import ReportData, load_report_data, method_colour
-from dnet_tune.tune.report.text import KEY_PARAMS, _fmt, difference_line
+from dnet_tune.tune.report.text import KEY_PARAMS, _fmt, confirmation_note, difference_line
 
 SECTIONS = ("Learning curves", "Method comparison", "Per-class accuracy", "Learned class weights",
             "Parameters")
@@ -101,7 +103,9 @@ def summary_table(d: ReportData) -> str:
         return (f"<p class='banner'>No method has a result: no trial reported a usable epoch "
                 f"({_esc(how)}){first}.</p>")
     winner = d.winner()
-    head = ("<tr><th class='l'>method</th><th>val</th><th>test ± 95% CI</th><th>many</th>"
+    val, test_head = (("val", "test ± 95% CI") if all(r["confirmed"] for r in d.rows)
+                      else ("val (1 run, best epoch)", "test (1 run)"))
+    head = (f"<tr><th class='l'>method</th><th>{val}</th><th>{test_head}</th><th>many</th>"
             "<th>medium</th><th>few</th><th>trials</th><th class='l'>trial statuses</th>"
             "<th class='l'>chosen trial and key parameters</th></tr>")
     body = []
@@ -116,7 +120,7 @@ def summary_table(d: ReportData) -> str:
         mark = " ★" if r["method"] == winner else ""
         body.append(
             f"<tr><td class='l'><span class='swatch' style='background:"
-            f"{method_colour(r['method'])}'></span>{_esc(r['method'])}{mark}</td>"
+            f"{method_colour(r['method'])}'></span>{_esc(r.get('label', r['method']))}{mark}</td>"
             f"<td>{pct(r['val_mean'], 1)}</td><td>{test}</td><td>{pct(r['test_many'], 1)}</td>"
             f"<td>{pct(r['test_medium'], 1)}</td><td>{pct(r['test_few'], 1)}</td>"
             f"<td>{r['trials']}</td><td class='l'>"
@@ -151,11 +155,15 @@ def render_html(d: ReportData, figs: list[figures.Figure]) -> str:
         banners.append(f"This experiment's status is <b>{_esc(d.status)}</b>: the numbers "
                        f"cover the trials that had reported when its files were written.")
     banners += [_esc(d.notes[k]) for k in ("confirm", "trials") if k in d.notes]
+    unconfirmed = confirmation_note(d.rows)
+    scheduler = scheduler_of(meta)
+    stopping = " (ASHA)" if scheduler == "asha" else algorithm_note("tpe", scheduler)
     parts = [f"<h1>{_esc(meta.get('experiment', Path(d.exp).name))}: "
-             f"{_esc(meta.get('dataset', '?'))}</h1>",
+             f"{_esc(meta.get('dataset', '?'))}{_esc(unconfirmed)}</h1>",
              f"<p class='sub'>{_esc(', '.join(d.methods))} · budget per method "
              f"{_esc(d.budget.get('trials', '?'))} trials × up to "
-             f"{_esc(d.budget.get('max_epochs', '?'))} epochs (ASHA) · {_esc(confirmed)} · "
+             f"{_esc(d.budget.get('max_epochs', '?'))} epochs{_esc(stopping)} · "
+             f"{_esc(confirmed)} · "
              f"chosen on validation, test reported · <code>{_esc(d.exp)}</code></p>",
              *(f"<div class='banner'>{b}</div>" for b in banners),
              "<h2>Summary</h2>", summary_table(d)]
@@ -178,7 +186,7 @@ def render_html(d: ReportData, figs: list[figures.Figure]) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts.append(f"<p class='sub'>dnet-tune report, {stamp}; git {_esc(meta.get('git_sha'))}"
                  f"</p>")
-    title = f"{meta.get('experiment', '')} report"
+    title = f"{meta.get('experiment', '')} report{unconfirmed}"
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{_esc(title)}</title><style>{CSS}</style></head><body><main>"

@@ -23,20 +23,39 @@ KEY_PARAMS = {"method.lam": "λ", "dn.lr": "dn_lr", "dn.hidden": "dn", "dn.input
 
 
 
+UNCONFIRMED = "not confirmed"
+
+
+def confirmation_note(rows: list[dict[str, Any]]) -> str:
+    """What a title adds when its val and test are single search trials, not confirmed means:
+    the numbers look the same, so the words must differ."""
+    unconfirmed = [r["method"] for r in rows if not r["confirmed"]]
+    if not unconfirmed:
+        return ""
+    if len(unconfirmed) == len(rows):
+        return f" ({UNCONFIRMED}: one trial each, at its best epoch)"
+    return f" (partly confirmed: {', '.join(unconfirmed)} {UNCONFIRMED})"
+
+
 def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
     """One row per method: confirmed val, test mean ± 95% CI, shot groups, trials, compute.
 
-    One decimal and a light frame keep it inside 80 columns (CI logs, narrow terminals).
+    One decimal and a light frame keep it inside 80 columns (CI logs, narrow terminals); the
+    method column may wrap (DN's label names its base loss). Without confirmation the val and
+    test columns are one trial's best epoch, and their headers say so.
     """
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("method", "val", "test ±95%CI", "many", "med", "few", "trials", "compute"):
-        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
+    confirmed = all(r["confirmed"] for r in rows)
+    heads = ("val", "test ±95%CI") if confirmed else ("val 1 run", "test 1 run")
+    for col in ("method", *heads, "many", "med", "few", "trials", "compute"):
+        table.add_column(col, justify="left" if col == "method" else "right",
+                         no_wrap=col != "method")
     for r in rows:
         ci = r["test_ci95"]
         test = pct(r["test_mean"], 1) + (f" ±{100 * ci:.1f}" if _finite(ci) else "")
-        table.add_row(r["method"], pct(r["val_mean"], 1), test, pct(r["test_many"], 1),
-                      pct(r["test_medium"], 1), pct(r["test_few"], 1), str(r["trials"]),
-                      _compute(r))
+        table.add_row(r.get("label", r["method"]), pct(r["val_mean"], 1), test,
+                      pct(r["test_many"], 1), pct(r["test_medium"], 1), pct(r["test_few"], 1),
+                      str(r["trials"]), _compute(r))
     return table
 
 
@@ -45,14 +64,18 @@ def difference_line(diff: dict[str, Any] | None) -> str:
         return ""
     ci = diff["diff_ci95"]
     seeds = diff["seeds"]
-    head = (f"{diff['method']} − {diff['baseline']} (best baseline by val) on test: "
-            f"{100 * diff['diff_mean']:+.2f}")
+    head = (f"{diff.get('label', diff['method'])} − {diff['baseline']} (best baseline by val) "
+            f"on test: {100 * diff['diff_mean']:+.2f}")
+    base = (f"; {diff['method']} ran on {diff['base_loss']}, which is not among the compared "
+            f"methods: the difference includes {diff['base_loss']}'s own effect"
+            if diff.get("base_not_compared") else "")
     if not _finite(ci):
-        return f"{head} points, one run each: no interval, confirm over seeds to compare"
+        return (f"{head} points, one run each: no interval, confirm over seeds to compare"
+                f"{base}")
     verdict = ("significant" if diff["significant"]
                else "no significant difference (the interval contains 0)")
     return (f"{head} ± {100 * ci:.2f} points (95% CI, paired over seeds "
-            f"{', '.join(map(str, seeds))}): {verdict}")
+            f"{', '.join(map(str, seeds))}): {verdict}{base}")
 
 
 def _compute(r: dict[str, Any]) -> str:
@@ -98,7 +121,8 @@ def print_report(console: Console, reports: list[dict[str, Any]], where: str) ->
             continue
         note = algorithm_note(rep.get("sampler", "tpe"), rep.get("scheduler", "asha"))
         console.print(comparison_table(rep["rows"], f"{rep['dataset']}: {rep['experiment']}"
-                                                    f"{note}{status}"))
+                                                    f"{note}{confirmation_note(rep['rows'])}"
+                                                    f"{status}"))
         if rep["difference"] is not None:
             console.print(difference_line(rep["difference"]))
         for r in rep["rows"]:
