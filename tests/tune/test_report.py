@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tb_events import event_tags
 
 from dnet_tune.fileio import table_to_rows
 from dnet_tune.tune.report.data import asha_rungs
@@ -105,29 +106,10 @@ def test_confirmation_keeps_per_class_test_accuracy_and_search_json_the_counts(s
         assert overall / sum(test_counts) == pytest.approx(r["test_acc"], abs=1e-6)
 
 
-def _event_tags(folder) -> dict[str, list[int]]:
-    """tag -> steps of the TensorBoard event files in `folder` (TFRecord: length, crc, event,
-    crc), read with tensorboardX's own protobuf."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
-    out: dict[str, list[int]] = {}
-    for path in folder.glob("events.out.tfevents.*"):
-        data, i = path.read_bytes(), 0
-        while i < len(data):
-            (n,) = struct.unpack("<Q", data[i:i + 8])
-            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
-            i += 12 + n + 4
-            for value in event.summary.value:
-                out.setdefault(value.tag, []).append(event.step)
-    return out
-
-
 def test_tensorboard_has_every_epoch_and_difficulty_net_s_per_class_weights(smoke):
     summary = pq.read_table(smoke / "summary.parquet").to_pylist()
     for trial in summary:
-        tags = _event_tags(smoke / "tensorboard" / trial["method"] / trial["trial_id"])
+        tags = event_tags(smoke / "tensorboard" / trial["method"] / trial["trial_id"])
         epochs = list(range(1, trial["last_epoch"] + 1))
         assert epochs and tags["val/acc"] == epochs and tags["train/loss"] == epochs
         assert tags["test_class_acc/class_009"] == epochs
