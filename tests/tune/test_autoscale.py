@@ -22,14 +22,12 @@ def growing_cluster(ray_cluster):
 
 
 def test_gpus_that_never_appear_fail_after_the_wait(growing_cluster, run_cli, tmp_path):
-    start = time.monotonic()
     res = run_cli("search", "--smoke", "--gpus", 6, "--wait-for-gpus", 2,
                   "--storage", f"file://{tmp_path}", "--name", "never", "--quiet")
     assert res["code"] == 2
     assert res["err"].strip().splitlines() == [
         "dnet-tune: error: only 2 of --gpus 6 GPUs appeared within 2 s; check the worker "
         "group's max size and quota, or wait longer with --wait-for-gpus"]
-    assert time.monotonic() - start < 60
     assert not (tmp_path / "never").exists()
 
 

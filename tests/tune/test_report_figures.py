@@ -106,9 +106,6 @@ def test_learned_weights_that_cannot_be_drawn_say_why(data, change, why):
     assert fig.empty and fig.notes == [why]
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError,
-                   reason="figures_optuna: the slice plot of a study with one parameter fails "
-                          "in constrained layout, and the method loses its importance figure")
 def test_a_method_with_one_sampled_parameter_still_gets_its_importance(data):
     one = [{k: v for k, v in r.items() if k != "config/optim.weight_decay"}
            for r in data.summary]

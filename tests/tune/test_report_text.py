@@ -7,7 +7,6 @@ import io
 import math
 import re
 
-import pytest
 from rich.console import Console
 
 from dnet_tune.tune.report.text import (
@@ -128,8 +127,6 @@ def test_report_of_an_unfinished_search_and_of_a_baseline_search():
     assert lines[-1] == status_line({"experiment": "/r/exp2", "status": "running"})
 
 
-@pytest.mark.xfail(strict=True, reason="rich reads the title's ' [interrupted]' as a markup "
-                   "tag and drops it (print_report does not escape it)")
 def test_the_table_title_of_an_unfinished_search_names_its_status():
     out = io.StringIO()
     print_report(Console(file=out, width=200), [_report(status="interrupted")], "/r")

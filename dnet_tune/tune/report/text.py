@@ -11,6 +11,7 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dnet_tune.console import pct
 from dnet_tune.tune.plan import algorithm_note
@@ -28,7 +29,8 @@ def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
 
     One decimal and a light frame keep it inside 80 columns (CI logs, narrow terminals).
     """
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    # plain text: a status such as ' [interrupted]' is not a markup tag
+    table = Table(title=Text(title, style="table.title"), box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("method", "val", "test ±95%CI", "many", "med", "few", "trials", "compute"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for r in rows:
