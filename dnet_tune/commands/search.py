@@ -14,7 +14,7 @@ from dataclasses import fields
 from typing import Any
 
 from dnet_tune.commands import EXIT_INTERRUPTED
-from dnet_tune.commands.shared import method_names
+from dnet_tune.commands.shared import method_help
 from dnet_tune.errors import UserError
 from dnet_tune.tune.plan import (  # a leaf: no Ray, no Optuna
     CONFIRM_SEEDS,
@@ -50,10 +50,9 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     d = SearchRequest()  # every default below is its field's
     s.add_argument("--dataset", default=d.dataset,
                    help="registered dataset (default %(default)s; see `dnet-tune data list`)")
-    method_names(s.add_argument(
-        "--methods", type=_names, default=d.methods, metavar="M1,M2,...",
-        help="methods to tune, each with the same budget (default: %(default_method)s and the "
-             "space file's baselines)"))
+    method_help(s.add_argument("--methods", type=_names, default=d.methods, metavar="M1,M2,..."),
+                "methods to tune, each with the same budget (default: %(default_method)s and the "
+                "space file's baselines)")
     s.add_argument("--method", help="one method to tune: --methods with a single name")
     s.add_argument("--gpus", type=_fraction, default=d.gpus,
                    help="total GPUs the search may use (default: all of the cluster's)")

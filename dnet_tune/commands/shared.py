@@ -49,9 +49,11 @@ def _baselines() -> str:
     return ", ".join(m for m in METHODS.names() if m != _default_method())
 
 
-def method_names(action: argparse.Action) -> argparse.Action:
-    """Give a flag's help `%(default_method)s` (the config's default method) and
-    `%(baselines)s` (every other registered method), read from the registry when shown."""
+def method_help(action: argparse.Action, text: str) -> argparse.Action:
+    """Give a flag the help `text`, whose `%(default_method)s` (the config's default method) and
+    `%(baselines)s` (every other registered method) are read from the registry when a help page
+    is shown. Set after `add_argument`: from Python 3.14 it expands a help string at once to
+    check it, which would import torch for every command line."""
     vars(action).update(default_method=_FromRegistry(_default_method),
-                        baselines=_FromRegistry(_baselines))
+                        baselines=_FromRegistry(_baselines), help=text)
     return action

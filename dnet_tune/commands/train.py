@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from dnet_tune.commands.shared import add_data_options, data_overrides, method_names
+from dnet_tune.commands.shared import add_data_options, data_overrides, method_help
 from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
 
@@ -15,8 +15,8 @@ HELP = "one training run (Difficulty-Net or a baseline)"
 
 def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--dataset", help="registered dataset (see `dnet-tune data list`)")
-    method_names(t.add_argument("--method", help="%(default_method)s (default) or a baseline: "
-                                                 "%(baselines)s"))
+    method_help(t.add_argument("--method"),
+                "%(default_method)s (default) or a baseline: %(baselines)s")
     t.add_argument("--model", help="backbone (default: the dataset recipe's)")
     t.add_argument("--epochs", type=int, help="stage-1 training epochs (with --resume: the new "
                                               "total; stage 2 adds stage2.epochs)")
