@@ -14,6 +14,16 @@ def make_console(quiet: bool = False) -> Console:
     return Console(stderr=False, quiet=quiet, highlight=False)
 
 
+def print_copyable(console: Console, line: str) -> None:
+    """A line a user copies (a path, a `--resume` or `export` command), printed as one line.
+
+    Rich wraps text at the console's width, and when stdout is a file or a pipe (a log, `ray job
+    submit`) it assumes 80 columns: a path broken there pastes as two. Taken literally too: a
+    path's `[...]` is no markup and its `:name:` no emoji code.
+    """
+    console.print(line, soft_wrap=True, markup=False, emoji=False)
+
+
 def pct(v: Any, digits: int = 2) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"

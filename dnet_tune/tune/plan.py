@@ -32,8 +32,8 @@ class SearchRequest:
     seed: int = 0
     smoke: bool = False
     confirm: bool = True
-    confirm_top: int | None = None  # K configs per method (default 3; smoke 1)
-    confirm_seeds: int | None = None  # S seeds each (default 3; smoke 2)
+    confirm_top: int | None = None  # K configs per method (None: CONFIRM_TOP; smoke 1)
+    confirm_seeds: int | None = None  # S seeds each (None: CONFIRM_SEEDS; smoke 2)
     sets: list[str] = field(default_factory=list)
     recipe: str | None = None  # a recipes/ layer under the trials' base config
     data_dir: str | None = None
@@ -46,6 +46,10 @@ class SearchRequest:
     sampler: str = "tpe"  # how Optuna proposes: "tpe", or "random" (the baseline of bench/)
     scheduler: str = "asha"  # "asha" stops weak trials; "none" runs every trial to the end
 
+
+# the confirmation's size when --confirm-top / --confirm-seeds are not given: (K, S)
+CONFIRM_TOP, CONFIRM_SEEDS = 3, 3
+SMOKE_CONFIRM_TOP, SMOKE_CONFIRM_SEEDS = 1, 2
 
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "none")
@@ -206,8 +210,8 @@ def confirmation_for(req: SearchRequest) -> Confirmation | None:
     """K and S from the flags (smoke: 1 and 2); seeds the search never trained with."""
     if not req.confirm:
         return None
-    top = req.confirm_top or (1 if req.smoke else 3)
-    count = req.confirm_seeds or (2 if req.smoke else 3)
+    top = req.confirm_top or (SMOKE_CONFIRM_TOP if req.smoke else CONFIRM_TOP)
+    count = req.confirm_seeds or (SMOKE_CONFIRM_SEEDS if req.smoke else CONFIRM_SEEDS)
     return Confirmation(top, [req.seed + 1 + i for i in range(count)])
 
 

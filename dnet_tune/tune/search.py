@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from dnet_tune.config import config_to_dict, parse_set
+from dnet_tune.console import print_copyable
 from dnet_tune.dotted import flatten, merge
 from dnet_tune.errors import UserError
 from dnet_tune.tune import confirm, driver, results, runner, storage
@@ -319,7 +320,8 @@ def _finish(plan: CheckedSearch, exp: str, meta: dict[str, Any], summary: list[d
         if diff is not None:
             console.print(difference_line(diff))
     if best is not None:
-        console.print(f"best: {best['method']} (trial {best['trial_id']}) mean val "
-                      f"{100 * best['val_mean']:.2f}% → {storage.join(exp, 'best_config.yaml')}; "
-                      f"every method's choice is in {storage.join(exp, 'best')}/")
+        print_copyable(console, f"best: {best['method']} (trial {best['trial_id']}) mean val "
+                                f"{100 * best['val_mean']:.2f}% → "
+                                f"{storage.join(exp, 'best_config.yaml')}; every method's "
+                                f"choice is in {storage.join(exp, 'best')}/")
     return SearchOutcome(exp, summary, best)

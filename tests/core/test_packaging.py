@@ -33,6 +33,8 @@ def test_wheel_ships_the_search_spaces_and_finds_them_installed(tmp_path):
     assert "paper.yaml" in recipes
     for recipe in recipes:
         assert f"dnet_tune/recipes/{recipe}" in names
+    for init in (ROOT / "dnet_tune").rglob("__init__.py"):  # every subpackage is listed
+        assert init.relative_to(ROOT).as_posix() in names
 
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
@@ -47,6 +49,10 @@ def test_wheel_ships_the_search_spaces_and_finds_them_installed(tmp_path):
     space, recipe = out.split()
     assert Path(space).is_relative_to(target)
     assert Path(recipe).is_relative_to(target)
+    helped = subprocess.run([sys.executable, "-m", "dnet_tune.cli", "search", "--help"],
+                            check=True, capture_output=True, text=True, cwd=tmp_path,
+                            env={"PYTHONPATH": str(target)}).stdout
+    assert "--warm-start" in helped  # the installed command finds its command modules
 
 
 def _declared() -> set[str]:

@@ -26,14 +26,29 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def smoke(ray_local, tmp_path_factory, run_cli):
+def smoke_run(ray_local, tmp_path_factory, run_cli):
+    """The smoke search: its experiment and what it printed."""
     storage = tmp_path_factory.mktemp("results")
     res = run_cli("search", "--dataset", "digits_lt", "--methods", ",".join(METHODS), "--smoke",
                   "--trials", 3, "--max-epochs", 3, "--grace-period", 1,
                   "--confirm-top", 1, "--confirm-seeds", 2, "--storage", storage, "--name",
                   "smoke", "--seed", 0)
     assert res["code"] == 0, res["err"]
-    return storage / "smoke"
+    return storage / "smoke", str(res["out"])
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run):
+    return smoke_run[0]
+
+
+def test_the_search_s_last_line_names_its_files_unbroken(smoke_run):
+    """Captured output is no terminal, so the console assumes 80 columns: the paths to copy
+    once broke there (`best_confi` / `g.yaml`)."""
+    exp, out = smoke_run
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("best: ") and len(last) > 80
+    assert last.endswith(f"→ {exp}/best_config.yaml; every method's choice is in {exp}/best/")
 
 
 class Figures(HTMLParser):

@@ -97,10 +97,26 @@ def note_only(key: str, section: str, title: str, caption: str, notes: list[str]
     return out
 
 
-def percent_axis(axis: Any) -> None:
-    from matplotlib.ticker import PercentFormatter
+def percent_labels(values: list[float]) -> list[str]:
+    """Fractions as percent tick labels, with as many decimals as the ticks need to show their
+    own values (0.825 is "82.5%", not "82%"), the same number on every tick of the axis."""
+    percents = [100 * v for v in values]
+    decimals = next((d for d in range(4)
+                     if all(abs(round(p, d) - p) < 1e-6 for p in percents)), 4)
+    return [f"{p:.{decimals}f}%" for p in percents]
 
-    axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+
+def percent_axis(axis: Any) -> None:
+    from matplotlib.ticker import Formatter
+
+    class Percent(Formatter):
+        def format_ticks(self, values: Any) -> list[str]:  # all of an axis's ticks at once
+            return percent_labels(list(values))
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return percent_labels([x])[0]
+
+    axis.set_major_formatter(Percent())
 
 
 # --------------------------------------------------------------------------- 1 learning curves

@@ -90,7 +90,7 @@ def status_line(rep: dict[str, Any]) -> str:
 def print_report(console: Console, reports: list[dict[str, Any]], where: str) -> None:
     """`dnet-tune report`: per experiment, the comparison table, the difference, the choices."""
     if not reports:
-        console.print(f"no finished experiments in '{where}'")
+        console.print(f"no finished experiments in '{where}'", soft_wrap=True)
         return
     for rep in reports:
         status = "" if rep["status"] == "finished" else f" [{rep['status']}]"
