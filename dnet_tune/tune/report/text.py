@@ -30,7 +30,7 @@ def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
     One decimal and a light frame keep it inside 80 columns (CI logs, narrow terminals).
     """
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    groups = [{"medium": "med"}.get(g, g) for g in SHOT_GROUPS]  # "med": 80 columns again
+    groups = [{"medium": "med"}.get(g, g) for g in SHOT_GROUPS]  # "med": within 80 columns
     for col in ("method", "val", "test ±95%CI", *groups, "trials", "compute"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for r in rows:
