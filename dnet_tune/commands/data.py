@@ -6,6 +6,7 @@ import argparse
 import json
 
 from dnet_tune.commands.shared import add_data_options, data_overrides
+from dnet_tune.shot_groups import SHOT_GROUPS
 
 HELP = "datasets: list, describe, download"
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = Table("class", "train", "meta", "val", "test", "group",
                   title=f"{info['dataset']}: {sum(info['train'])} train images")
-    group_of = {c: g for g in ("many", "medium", "few") for c in info[g]}
+    group_of = {c: g for g in SHOT_GROUPS for c in info[g]}
     for c in range(info["num_classes"]):
         table.add_row(str(c), *(str(info[s][c]) for s in ("train", "meta", "val", "test")),
                       group_of.get(c, ""))

@@ -26,8 +26,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from dnet_tune.tune.faults import interrupt, studies
-
-METHOD_KEY = "method.name"  # the flat config key a trial's method travels under
+from dnet_tune.tune.sampling import METHOD_KEY
 
 
 class PerMethodSearcher(Searcher):

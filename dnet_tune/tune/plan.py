@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dnet_tune.config import config_from_dict, total_epochs
 from dnet_tune.errors import UserError
 
 
@@ -183,12 +184,12 @@ LENGTH_KEYS = ("train.epochs", "stage2.enabled", "stage2.epochs")
 
 
 def run_epochs(base: dict[str, Any]) -> int:
-    """Epochs of a whole trial: stage 1 (the budget's max_epochs), then stage 2 when enabled.
+    """Epochs of a whole trial of the base config (`config.total_epochs`: stage 1, the budget's
+    max_epochs, then stage 2 when enabled; the length keys are never sampled, `LENGTH_KEYS`).
 
     ASHA's max_t and the finished/stopped status use this, so stage 2 is never cut off.
     """
-    stage2 = base.get("stage2") or {}
-    return int(base["train"]["epochs"]) + (int(stage2["epochs"]) if stage2.get("enabled") else 0)
+    return total_epochs(config_from_dict(base))
 
 
 def budget_for(req: SearchRequest, space: HasBudgets) -> Budget:

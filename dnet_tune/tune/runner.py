@@ -14,35 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune import result as ray_result
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from dnet_tune.tune.faults.interrupt import StopAtEpochBoundary
 from dnet_tune.tune.faults.live_results import LiveTables
 from dnet_tune.tune.faults.studies import study_name
 from dnet_tune.tune.per_method import (
-    METHOD_KEY,
     PerMethodScheduler,
     PerMethodSearcher,
     SchedulerState,
 )
 from dnet_tune.tune.plan import Budget, Resources, run_epochs
 from dnet_tune.tune.results import TrialRecord, record_status
-from dnet_tune.tune.sampling import apply_flat, define_by_run
+from dnet_tune.tune.sampling import METHOD_KEY, apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
 from dnet_tune.tune.tensorboard_events import TensorBoardCallback
-from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial
+from dnet_tune.tune.trainable import RAY_KEYS, DataHandle, TrialSetup, run_trial
 from dnet_tune.tune.view import SearchView
-
-# What Ray adds to every reported result; everything else is the trainer's own metrics (plus
-# where it ran), so a metric the trainer gains reaches trials.parquet without a list to update.
-RAY_KEYS = frozenset(ray_result.AUTO_RESULT_KEYS) | {
-    ray_result.DONE, ray_result.TRIAL_ID, ray_result.EXPERIMENT_TAG,
-    ray_result.SHOULD_CHECKPOINT, ray_result.RESULT_DUPLICATE, ray_result.TRIAL_INFO,
-} - {"hostname"}  # ours: placement() reports it with node_id and device
 
 
 def epoch_row(result: dict[str, Any]) -> dict[str, Any]:
+    """A result without Ray's keys: a metric the trainer gains reaches trials.parquet without a
+    list to update."""
     return {k: v for k, v in result.items() if k not in RAY_KEYS}
 
 

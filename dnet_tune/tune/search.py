@@ -20,6 +20,7 @@ from dnet_tune.config import config_to_dict, parse_set
 from dnet_tune.console import print_copyable
 from dnet_tune.dotted import flatten, merge
 from dnet_tune.errors import UserError
+from dnet_tune.method import DIFFICULTY_NET
 from dnet_tune.tune import confirm, driver, results, runner, storage
 from dnet_tune.tune.faults import interrupt, resume, studies
 from dnet_tune.tune.plan import (
@@ -68,7 +69,7 @@ def resolve_methods(req: SearchRequest, space: SearchSpace) -> list[str]:
     """--methods, else Difficulty-Net and the space file's baselines; every name registered."""
     from dnet_tune.method.methods import METHODS
 
-    methods = req.methods or ["difficulty_net", *space.baselines]
+    methods = req.methods or [DIFFICULTY_NET, *space.baselines]
     for m in methods:
         METHODS.get(m)  # an unknown name is one line listing the valid ones
     return methods

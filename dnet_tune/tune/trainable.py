@@ -22,12 +22,21 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune import result as ray_result
 
 from dnet_tune.config import Config, config_from_dict
 from dnet_tune.data.base import LTDataset
 from dnet_tune.tune.sampling import apply_flat
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# What Ray adds to every result a trial reports; everything else is ours (the trainer's epoch and
+# `placement`), which the Recorder keeps as trials.parquet's rows and the TensorBoard callback
+# draws. Ray's automatic keys include "hostname", so trials.parquet tells where an epoch ran by
+# placement's node_id and device.
+RAY_KEYS = frozenset(ray_result.AUTO_RESULT_KEYS) | {
+    ray_result.DONE, ray_result.TRIAL_ID, ray_result.EXPERIMENT_TAG,
+    ray_result.SHOULD_CHECKPOINT, ray_result.RESULT_DUPLICATE, ray_result.TRIAL_INFO,
+}
 
 
 @dataclass(frozen=True)

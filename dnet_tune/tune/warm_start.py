@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dnet_tune.errors import UserError
-from dnet_tune.tune.per_method import METHOD_KEY
 from dnet_tune.tune.results import load_experiment
+from dnet_tune.tune.sampling import METHOD_KEY
 from dnet_tune.tune.space import SearchSpace
 from dnet_tune.tune.storage import exists, join, list_dirs
 

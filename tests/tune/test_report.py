@@ -232,6 +232,68 @@ def test_asha_rungs_are_ray_s_own_milestones(grace, rf, top):
                        "max_epochs": top}) == milestones
 
 
+def test_the_shot_group_panel_states_the_limits_of_the_one_definition(monkeypatch):
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    from dnet_tune import shot_groups
+    from dnet_tune.tune.report.figures import _groups
+
+    d = SimpleNamespace(rows=[{"method": "ce", "test_many": 0.9, "test_medium": 0.6,
+                               "test_few": 0.2}], classes={"many": [0], "medium": [1, 2],
+                                                           "few": [3]})
+
+    def title() -> str:
+        ax = Figure().subplots()
+        _groups(ax, d, [])
+        assert [t.get_text() for t in ax.get_xticklabels()] == [
+            "many\n(1 class)", "medium\n(2 classes)", "few\n(1 class)"]
+        return str(ax.get_title())
+
+    assert title() == "by shot group (>100, 20–100, <20 training images)"
+    monkeypatch.setattr(shot_groups, "MANY_ABOVE", 50)
+    monkeypatch.setattr(shot_groups, "FEW_BELOW", 5)
+    assert title() == "by shot group (>50, 5–50, <5 training images)"
+
+
+def test_every_method_declares_its_colour_where_it_is_registered():
+    from dnet_tune.config import Config
+    from dnet_tune.method import DIFFICULTY_NET
+    from dnet_tune.method.methods import METHODS
+    from dnet_tune.tune.report.compare import DN
+    from dnet_tune.tune.report.data import SPARE_COLOURS, method_colour
+
+    colours = {m: method_colour(m) for m in METHODS.names()}
+    assert colours == {  # the colours readers of earlier reports learned
+        "balanced_softmax": "#ff7f0e", "cdb_ce": "#2ca02c", "ce": "#7f7f7f",
+        "class_balanced": "#9467bd", "difficulty_net": "#1f77b4", "focal": "#8c564b"}
+    assert not set(colours.values()) & set(SPARE_COLOURS)
+    assert method_colour("a_method_since_removed") in SPARE_COLOURS
+    assert DN == DIFFICULTY_NET == Config().method.name and DIFFICULTY_NET in METHODS
+
+
+def test_the_tensorboard_callback_skips_what_the_recorder_drops_and_the_step():
+    from dnet_tune.tune.runner import epoch_row
+    from dnet_tune.tune.tensorboard_events import SKIP
+    from dnet_tune.tune.trainable import RAY_KEYS
+
+    ours = {"epoch": 3, "val_acc": 0.5, "node_id": "n1", "device": "cpu", "class_weight": [1.0]}
+    result = {**dict.fromkeys(RAY_KEYS, 0), **ours}
+    assert epoch_row(result) == ours and "training_iteration" in RAY_KEYS
+    assert {k for k in result if k not in SKIP} == set(ours) - {"epoch"}
+
+
+def test_report_and_the_page_show_a_trial_s_sampled_values_alike(smoke):
+    from dnet_tune.tune.report.chosen_configs import report
+    from dnet_tune.tune.report.data import load_report_data
+
+    (text,) = report(str(smoke.parent), str(smoke))
+    page = load_report_data(str(smoke)).rows
+    assert [r["config"] for r in page] == [r["config"] for r in text["rows"]]
+    assert all(r["config"] and "method.name" not in r["config"] for r in page)
+
+
 def _sampled(row):
     return {k: v for k, v in row.items() if k.startswith("config/") and v is not None}
 
