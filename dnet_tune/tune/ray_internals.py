@@ -11,10 +11,12 @@ attribute are checked where they matter:
 - Tune calls a callback's `set_state` on a restore before it re-adds the trials
   (`per_method.SchedulerState`; tests/tune/test_resume.py checks `trials_added_before == 0`);
 - Optuna skips a torn last line of a journal file when reading it (`studies.repair_journal`;
-  tests/tune/test_studies.py).
+  tests/tune/test_studies.py);
+- the report places ASHA's rungs where Ray does (`report.data.asha_rungs`, computed from the
+  budget; tests/tune/test_report.py compares them with Ray's own).
 
-Only this module's imports of Ray and Optuna stay inside the functions: importing it (through
-`studies`, which the driver imports at start-up) must not load either.
+Ray and Optuna are imported inside the functions: importing this module (through `studies`,
+which the driver imports at start-up) must load neither.
 """
 
 from __future__ import annotations
