@@ -30,10 +30,10 @@ from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
 from dnet_tune.errors import UserError
 from dnet_tune.method.methods import Batch, Method, create_method
+from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.stage2 import Stage2, check_stage2_model
 
 CHECKPOINT_FORMAT = 1
-GROUPS = ("many", "medium", "few")
 # Steps between finiteness checks of the training loss: each check is one device->host sync,
 # so a diverged run fails within this many steps instead of paying a sync per step.
 FINITE_CHECK_EVERY = 50
@@ -177,7 +177,7 @@ class Trainer:
         counts = torch.tensor(self._split_counts(prefix), dtype=torch.float64)
         overall = float((acc.double() * counts).sum() / counts.sum())
         out = {f"{prefix}_acc": overall}
-        for g in GROUPS:
+        for g in SHOT_GROUPS:
             idx = self.groups[g]
             out[f"{prefix}_{g}"] = float(acc[idx].mean()) if idx else float("nan")
         return out
@@ -253,7 +253,7 @@ class Trainer:
         if self.selects_on_val:
             metrics.update(self._split_metrics("val", self.class_accuracy("val")))
         else:
-            metrics.update({f"val_{k}": float("nan") for k in ("acc", *GROUPS)})
+            metrics.update({f"val_{k}": float("nan") for k in ("acc", *SHOT_GROUPS)})
         # Decided on val alone, before test is looked at: test never influences selection.
         improved = (self.best is None or not self.selects_on_val
                     or metrics["val_acc"] > self.best["val_acc"])
@@ -263,7 +263,7 @@ class Trainer:
             # per class as well: the groups' means hide which tail classes a method gives up
             metrics["test_class_acc"] = test_acc.tolist()
         else:
-            metrics.update({f"test_{k}": float("nan") for k in ("acc", *GROUPS)})
+            metrics.update({f"test_{k}": float("nan") for k in ("acc", *SHOT_GROUPS)})
             metrics["test_class_acc"] = None
         metrics["epoch_time_s"] = time.perf_counter() - start
         metrics.update(info)

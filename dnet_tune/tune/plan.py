@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dnet_tune.config import config_from_dict, total_epochs
 from dnet_tune.errors import UserError
 
 
@@ -32,8 +33,8 @@ class SearchRequest:
     seed: int = 0
     smoke: bool = False
     confirm: bool = True
-    confirm_top: int | None = None  # K configs per method (default 3; smoke 1)
-    confirm_seeds: int | None = None  # S seeds each (default 3; smoke 2)
+    confirm_top: int | None = None  # K configs per method (None: CONFIRM_TOP; smoke 1)
+    confirm_seeds: int | None = None  # S seeds each (None: CONFIRM_SEEDS; smoke 2)
     sets: list[str] = field(default_factory=list)
     recipe: str | None = None  # a recipes/ layer under the trials' base config
     data_dir: str | None = None
@@ -53,6 +54,10 @@ class SearchRequest:
 # epoch's val_acc would tell TPE about a trial that fell back after its best epoch a number no
 # ranking uses.) A diverged trial's last report gives it 0.0: the worst, never a candidate.
 TRIAL_METRIC = "best_val_acc"
+
+# the confirmation's size when --confirm-top / --confirm-seeds are not given: (K, S)
+CONFIRM_TOP, CONFIRM_SEEDS = 3, 3
+SMOKE_CONFIRM_TOP, SMOKE_CONFIRM_SEEDS = 1, 2
 
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "none")
@@ -212,12 +217,12 @@ LENGTH_KEYS = ("train.epochs", "stage2.enabled", "stage2.epochs")
 
 
 def run_epochs(base: dict[str, Any]) -> int:
-    """Epochs of a whole trial: stage 1 (the budget's max_epochs), then stage 2 when enabled.
+    """Epochs of a whole trial of the base config (`config.total_epochs`: stage 1, the budget's
+    max_epochs, then stage 2 when enabled; the length keys are never sampled, `LENGTH_KEYS`).
 
     ASHA's max_t and the finished/stopped status use this, so stage 2 is never cut off.
     """
-    stage2 = base.get("stage2") or {}
-    return int(base["train"]["epochs"]) + (int(stage2["epochs"]) if stage2.get("enabled") else 0)
+    return total_epochs(config_from_dict(base))
 
 
 def stage1_epochs(base: dict[str, Any]) -> int | None:
@@ -245,8 +250,8 @@ def confirmation_for(req: SearchRequest) -> Confirmation | None:
     """K and S from the flags (smoke: 1 and 2); seeds the search never trained with."""
     if not req.confirm:
         return None
-    top = req.confirm_top or (1 if req.smoke else 3)
-    count = req.confirm_seeds or (2 if req.smoke else 3)
+    top = req.confirm_top or (SMOKE_CONFIRM_TOP if req.smoke else CONFIRM_TOP)
+    count = req.confirm_seeds or (SMOKE_CONFIRM_SEEDS if req.smoke else CONFIRM_SEEDS)
     return Confirmation(top, [req.seed + 1 + i for i in range(count)])
 
 

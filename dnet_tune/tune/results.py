@@ -23,11 +23,14 @@ from typing import Any
 
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import json_safe
+from dnet_tune.shot_groups import SHOT_GROUPS
+from dnet_tune.tune.sampling import METHOD_KEY, sampled_config_keys
 from dnet_tune.tune.storage import exists, join, read_bytes, read_table, write_bytes, write_table
 from dnet_tune.yamlio import dump_yaml
 
-AT_BEST = ("val_acc", "val_many", "val_medium", "val_few", "test_acc", "test_many",
-           "test_medium", "test_few")
+# The metrics of the epoch a run selected on V, as the trainer names them: each trial's in
+# summary.parquet (`<metric>_at_best`), each confirmation run's in confirm.parquet (`confirm`).
+AT_BEST = tuple(f"{split}_{k}" for split in ("val", "test") for k in ("acc", *SHOT_GROUPS))
 
 
 class ResultsWriteError(Exception):
@@ -109,6 +112,17 @@ def summary_rows(records: list[TrialRecord], max_epochs: int,
         row.update({f"config/{k}": _scalar(v) for k, v in sorted(rec.config.items())})
         out.append(row)
     return out
+
+
+def sampled_values(trial: dict[str, Any], virtual: set[str] | frozenset[str]
+                   ) -> dict[str, Any]:
+    """What the searcher chose for a trial, from its summary row: its `config/` columns as config
+    keys, without the method (the row's own `method`), the names that only steer sampling
+    (`virtual`) and the values a trial of another method left empty in the shared table."""
+    flat = {k.removeprefix("config/"): v for k, v in trial.items()
+            if k.startswith("config/") and v is not None}
+    flat.pop(METHOD_KEY, None)
+    return sampled_config_keys(flat, virtual)
 
 
 def compute_by_method(summary: list[dict[str, Any]], confirm: list[dict[str, Any]],

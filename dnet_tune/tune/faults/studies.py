@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dnet_tune.errors import UserError
+from dnet_tune.tune import ray_internals
 from dnet_tune.tune.storage import is_uri
 
 JOURNAL = "optuna.journal"
@@ -99,7 +100,7 @@ def repair_journal(journal: str | None) -> bool:
 
 def tag(searcher: Any, trial_id: str) -> None:
     """Name the Ray trial on its Optuna trial (for the dashboard, and for humans)."""
-    ot_trial = getattr(searcher, "_ot_trials", {}).get(trial_id)
+    ot_trial = ray_internals.optuna_trials(searcher).get(trial_id)
     if ot_trial is not None:
         ot_trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
 
@@ -117,21 +118,22 @@ def tell_without(searcher: Any, trial_id: str, value: float, unrun_prefix: str) 
     TPE models each parameter only from trials that have it (and ignores FAIL), so values that
     never trained are judged by no one, while the rest of the trial still counts. The count of
     COMPLETE trials per study stays the budget. False (nothing done) when the trial has no such
-    parameter. Reads Ray 2.60's OptunaSearch internals (`_ot_study`, `_ot_trials`,
-    `_completed_trials`), as `reconcile` does: a resume sees the FAIL record as told.
+    parameter. A resume sees the FAIL record as told (`reconcile`); a driver killed between the
+    two writes leaves the trial FAIL only (TPE then has one observation fewer).
     """
     import optuna
     from optuna.trial import TrialState
 
-    study = searcher._ot_study
-    ot_trial = searcher._ot_trials[trial_id]
-    frozen = study._storage.get_trial(ot_trial._trial_id)
+    study: Any = ray_internals.optuna_study(searcher)
+    ot_trial = ray_internals.optuna_trials(searcher)[trial_id]
+    frozen = ray_internals.study_storage(study).get_trial(
+        ray_internals.storage_trial_id(ot_trial))
     kept = [k for k in frozen.params if not k.startswith(unrun_prefix)]
     if len(kept) == len(frozen.params):
         return False
     ot_trial.set_user_attr(ORPHAN_ATTR, STAGE1_ONLY_NOTE)
     study.tell(ot_trial, state=TrialState.FAIL)
-    searcher._completed_trials.add(trial_id)
+    ray_internals.told_trials(searcher).add(trial_id)
     user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != ORPHAN_ATTR}
     study.add_trial(optuna.trial.create_trial(
         value=value, params={k: frozen.params[k] for k in kept},
@@ -147,39 +149,38 @@ def rebind(searchers: dict[str, Any], storage: Any) -> None:
     if storage is None:
         return
     for searcher in searchers.values():
-        study = getattr(searcher, "_ot_study", None)
-        if study is None:
-            continue
-        study._storage = searcher._storage = storage
-        for ot_trial in searcher._ot_trials.values():
-            ot_trial.storage = storage
+        if ray_internals.optuna_study(searcher) is not None:
+            ray_internals.rebind_storage(searcher, storage)
 
 
 def reconcile(searchers: dict[str, Any]) -> dict[str, int]:
     """Make each restored OptunaSearch agree with its study's storage (see the module doc).
 
-    Reads Ray 2.60's OptunaSearch internals (`_ot_study`, `_ot_trials`, `_completed_trials`);
-    tests/tune/test_resume.py fails if they change. Returns how many trials of each kind.
+    OptunaSearch keeps its study, its live trials and what it has told in internals
+    (`ray_internals`). Returns how many trials of each kind.
     """
     from optuna.trial import TrialState
 
     out = {"orphaned": 0, "already_told": 0}
     for searcher in searchers.values():
-        study = getattr(searcher, "_ot_study", None)
+        study = ray_internals.optuna_study(searcher)
         if study is None:
             continue
-        storage = study._storage
-        known = {t._trial_id for t in searcher._ot_trials.values()}
+        storage = ray_internals.study_storage(study)
+        live = ray_internals.optuna_trials(searcher)
+        told = ray_internals.told_trials(searcher)
+        known = {ray_internals.storage_trial_id(t) for t in live.values()}
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in known:
-                storage.set_trial_user_attr(frozen._trial_id, ORPHAN_ATTR, ORPHAN_NOTE)
+            frozen_id = ray_internals.storage_trial_id(frozen)
+            if frozen_id not in known:
+                storage.set_trial_user_attr(frozen_id, ORPHAN_ATTR, ORPHAN_NOTE)
                 study.tell(frozen.number, state=TrialState.FAIL)
                 out["orphaned"] += 1
-        for ray_id, ot_trial in searcher._ot_trials.items():
-            if ray_id in searcher._completed_trials:
+        for ray_id, ot_trial in live.items():
+            if ray_id in told:
                 continue
-            if storage.get_trial(ot_trial._trial_id).state.is_finished():
-                searcher._completed_trials.add(ray_id)
+            if storage.get_trial(ray_internals.storage_trial_id(ot_trial)).state.is_finished():
+                told.add(ray_id)
                 out["already_told"] += 1
     return out
 

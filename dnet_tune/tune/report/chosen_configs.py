@@ -20,8 +20,7 @@ from dnet_tune.fileio import atomic_write, json_safe
 from dnet_tune.tune.driver import effective_status
 from dnet_tune.tune.plan import Budget, scheduler_ran
 from dnet_tune.tune.report import compare
-from dnet_tune.tune.results import compute_by_method, load_experiment
-from dnet_tune.tune.sampling import sampled_config_keys
+from dnet_tune.tune.results import compute_by_method, load_experiment, sampled_values
 from dnet_tune.tune.storage import exists, join, list_dirs, write_bytes
 from dnet_tune.yamlio import dump_yaml
 
@@ -155,11 +154,7 @@ def _experiment_report(exp: str) -> dict[str, Any] | None:
         return None
     virtual = frozenset(meta.get("virtual_params", []))
     for row in rows:
-        trial = _trial_row(summary, row["trial_id"])
-        row["config"] = sampled_config_keys(
-            {k[len("config/"):]: v for k, v in trial.items()
-             if k.startswith("config/") and v is not None and k != "config/method.name"},
-            virtual)
+        row["config"] = sampled_values(_trial_row(summary, row["trial_id"]), virtual)
     best = compare.winner(rows)
     budget = meta.get("budget", {}).get("trials", 0) * len(meta.get("methods") or [1])
     request = meta.get("request", {})

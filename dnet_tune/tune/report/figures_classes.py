@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.tune.report.compare import DN
 from dnet_tune.tune.report.data import ReportData, method_colour
 from dnet_tune.tune.report.figures import (
@@ -70,9 +71,9 @@ def per_class(d: ReportData) -> Figure:
     _per_class_panels(top, bottom, d, order, series)
     caption = ("Per-class test accuracy of Difficulty-Net's chosen config and of the best "
                "baseline (by validation), classes sorted from the most to the fewest training "
-               "images; shaded: many / medium / few-shot groups; grey dashed steps: training "
-               "images per class (right axis). Below: the difference per class, each bar in the "
-               "colour of the better method. "
+               f"images; shaded: {' / '.join(SHOT_GROUPS)}-shot groups; grey dashed steps: "
+               "training images per class (right axis). Below: the difference per class, each "
+               "bar in the colour of the better method. "
                + ("Source: " + "; ".join(sources) + "." if sources else ""))
     return finish("3-per-class", "Per-class accuracy", title, caption, fig, notes)
 

@@ -11,8 +11,10 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dnet_tune.console import pct
+from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.tune.plan import algorithm_note
 
 # short labels keep the table readable in an 80-column log; dn.lr and optim.lr must stay apart
@@ -29,7 +31,7 @@ UNCONFIRMED = "not confirmed"
 def confirmation_note(rows: list[dict[str, Any]]) -> str:
     """What a title adds when its val and test are single search trials, not confirmed means:
     the numbers look the same, so the words must differ."""
-    unconfirmed = [r["method"] for r in rows if not r["confirmed"]]
+    unconfirmed = [r["method"] for r in rows if not r.get("confirmed", True)]
     if not unconfirmed:
         return ""
     if len(unconfirmed) == len(rows):
@@ -44,18 +46,20 @@ def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
     method column may wrap (DN's label names its base loss). Without confirmation the val and
     test columns are one trial's best epoch, and their headers say so.
     """
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    confirmed = all(r["confirmed"] for r in rows)
+    # plain text: a status such as ' [interrupted]' is not a markup tag
+    table = Table(title=Text(title, style="table.title"), box=box.SIMPLE_HEAD, pad_edge=False)
+    confirmed = all(r.get("confirmed", True) for r in rows)
     heads = ("val", "test ±95%CI") if confirmed else ("val 1 run", "test 1 run")
-    for col in ("method", *heads, "many", "med", "few", "trials", "compute"):
+    groups = [{"medium": "med"}.get(g, g) for g in SHOT_GROUPS]  # "med": within 80 columns
+    for col in ("method", *heads, *groups, "trials", "compute"):
         table.add_column(col, justify="left" if col == "method" else "right",
                          no_wrap=col != "method")
     for r in rows:
         ci = r["test_ci95"]
         test = pct(r["test_mean"], 1) + (f" ±{100 * ci:.1f}" if _finite(ci) else "")
         table.add_row(r.get("label", r["method"]), pct(r["val_mean"], 1), test,
-                      pct(r["test_many"], 1), pct(r["test_medium"], 1), pct(r["test_few"], 1),
-                      str(r["trials"]), _compute(r))
+                      *(pct(r[f"test_{g}"], 1) for g in SHOT_GROUPS), str(r["trials"]),
+                      _compute(r))
     return table
 
 
@@ -111,7 +115,7 @@ def status_line(rep: dict[str, Any]) -> str:
 def print_report(console: Console, reports: list[dict[str, Any]], where: str) -> None:
     """`dnet-tune report`: per experiment, the comparison table, the difference, the choices."""
     if not reports:
-        console.print(f"no finished experiments in '{where}'")
+        console.print(f"no finished experiments in '{where}'", soft_wrap=True)
         return
     for rep in reports:
         status = "" if rep["status"] == "finished" else f" [{rep['status']}]"
