@@ -8,6 +8,7 @@ import torch
 from stopped_runs import stop_and_resume
 
 from dnet_tune.config import config_from_dict, load_yaml
+from dnet_tune.method.difficulty_net import class_weights
 from dnet_tune.method.methods import METHODS
 from dnet_tune.run import resolve_config, train_to_dir
 from dnet_tune.train import Trainer, load_checkpoint
@@ -40,6 +41,20 @@ def test_difficulty_net_records_a_d_w_and_uses_zero_a_in_epoch_one():
     assert first["difficulty"] == pytest.approx([0.5] * 10)  # no bias: uniform at a = 0
     assert any(v > 0 for v in second["class_acc_meta"])
     assert sum(second["class_weight"]) == pytest.approx(10.0, rel=1e-5)
+
+
+def test_recorded_class_weights_are_those_the_epoch_ended_with():
+    """A row's d and w are φ's after the epoch's last Difficulty-Net step, applied to the `a`
+    that epoch used; they used to be taken before the steps, one epoch behind (epoch 2 showed
+    uniform weights while those in use had moved well away from 1)."""
+    trainer = Trainer(digits("difficulty_net", 2, **{"dn.lr": 0.01}))
+    first, second = list(trainer.fit())
+    with torch.no_grad():
+        d = trainer.method.dn(torch.tensor(second["class_acc_meta"]))
+    assert second["difficulty"] == pytest.approx(d.tolist(), abs=1e-6)
+    assert second["class_weight"] == pytest.approx(class_weights(d).tolist(), abs=1e-6)
+    assert max(second["class_weight"]) - min(second["class_weight"]) > 0.1  # not uniform
+    assert first["class_weight"] == pytest.approx([1.0] * 10)  # a = 0 all epoch: uniform
 
 
 def test_per_class_test_accuracy_agrees_with_the_overall_and_group_numbers():
