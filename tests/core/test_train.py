@@ -57,6 +57,31 @@ def test_recorded_class_weights_are_those_the_epoch_ended_with():
     assert first["class_weight"] == pytest.approx([1.0] * 10)  # a = 0 all epoch: uniform
 
 
+def test_in_epoch_zero_phi_moves_only_by_adam_s_weight_decay_about_dn_lr_per_step():
+    """What the README says of epoch 0 with `acc_refresh: after_epoch`: a = 0, so φ (no bias)
+    gets no gradient, and Adam's coupled weight decay (grad = wd·φ, normalised by its own
+    scale) moves each weight towards 0 by about dn.lr per step, whatever dn.weight_decay is."""
+    moved = {}
+    for wd in (0.0, 1e-4, 1e-2):
+        trainer = Trainer(digits("difficulty_net", 1, **{"dn.lr": 1e-3, "dn.weight_decay": wd,
+                                                         "method.meta_grad": "full"}))
+        before = torch.cat([p.detach().flatten() for p in trainer.method.dn.parameters()])
+        trainer.run_epoch()
+        after = torch.cat([p.detach().flatten() for p in trainer.method.dn.parameters()])
+        grads = [p.grad for p in trainer.method.dn.parameters() if p.grad is not None]
+        assert all(torch.count_nonzero(g) == 0 for g in grads)
+        moved[wd] = (after - before, before, trainer.method.iteration)
+    assert torch.count_nonzero(moved[0.0][0]) == 0  # no decay: φ stays where it started
+    for wd in (1e-4, 1e-2):
+        delta, start, steps = moved[wd]
+        far = start.abs() > 2 * steps * 1e-3  # weights that cannot cross 0 within the epoch
+        assert torch.all(torch.sign(delta[far]) == -torch.sign(start[far]))
+        per_step = delta[far].abs() / steps
+        assert per_step.min() > 0.9e-3 and per_step.max() < 1.0001e-3
+    far = moved[1e-4][1].abs() > 2 * moved[1e-4][2] * 1e-3
+    torch.testing.assert_close(moved[1e-4][0][far], moved[1e-2][0][far], rtol=0.05, atol=0)
+
+
 def test_per_class_test_accuracy_agrees_with_the_overall_and_group_numbers():
     trainer = Trainer(digits("ce", 2))
     for m in trainer.fit():
