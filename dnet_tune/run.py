@@ -67,11 +67,14 @@ def resolve_dict(
 
 
 def resolve_config(**sources: Any) -> Config:
-    """The complete run config (see `resolve_dict`), checked against the method's needs."""
+    """The complete run config (see `resolve_dict`), checked against the method's and the
+    dataset recipe's needs."""
+    from dnet_tune.data.registry import check_dataset_config
     from dnet_tune.method.methods import check_method_config
 
     cfg = config_from_dict(resolve_dict(**sources))
     check_method_config(cfg)
+    check_dataset_config(cfg)
     return cfg
 
 

@@ -195,11 +195,10 @@ class Trainer:
         """Whether the next epoch is a stage-2 epoch."""
         return self.cfg.stage2.enabled and self.epoch >= self.cfg.train.epochs
 
-    def _stage1_epoch(self) -> tuple[float, dict[str, Any], Iterator[tuple[torch.Tensor, int]]]:
+    def _stage1_epoch(self) -> tuple[float, Iterator[tuple[torch.Tensor, int]]]:
         cfg, e = self.cfg, self.epoch
         if cfg.method.acc_refresh == "before_epoch":
             self._refresh_class_acc()
-        info = self.method.epoch_info()  # `a` (and d, w) as used during this epoch
         lr = lr_at(cfg, e)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -212,7 +211,7 @@ class Trainer:
             self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0)))
         steps = ((self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream),
                   len(y)) for x, y in batches)
-        return lr, info, steps
+        return lr, steps
 
     def _run_steps(self, steps: Iterator[tuple[torch.Tensor, int]]) -> float:
         """Mean training loss. The sum stays on the device (float64): no host sync per step;
@@ -239,12 +238,18 @@ class Trainer:
             lr, steps = self.stage2.epoch_steps(e - cfg.train.epochs,
                                                 epoch_generator(cfg.train.seed, e, 2),
                                                 self._to_memory_format)
-            info: dict[str, Any] = {}
         else:
-            lr, info, steps = self._stage1_epoch()
+            lr, steps = self._stage1_epoch()
         train_loss = self._run_steps(steps)
-        if stage == 1 and cfg.method.acc_refresh == "after_epoch":
-            self._refresh_class_acc()
+        info: dict[str, Any] = {}
+        if stage == 1:
+            # The epoch's `a` and the d, w that φ gives it after the epoch's last Difficulty-Net
+            # step: the weights the epoch ended with. Taken before an after-epoch refresh of
+            # `a`, which belongs to the next epoch. (Taken before the steps, a row showed the
+            # weights the previous epoch ended with: one epoch behind.)
+            info = self.method.epoch_info()
+            if cfg.method.acc_refresh == "after_epoch":
+                self._refresh_class_acc()
         if self.stage2 is not None:
             info = self.stage2.epoch_info()  # the scales the evaluation below uses
         self.epoch += 1
