@@ -297,7 +297,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from dnet_tune.console import make_console
-    from dnet_tune.tune.plan import SearchInterrupted, SearchRequest
+    from dnet_tune.tune.plan import SearchInterrupted, SearchRequest, StorageStopped
     from dnet_tune.tune.results import ResultsWriteError
     from dnet_tune.tune.search import run_search
 
@@ -327,7 +327,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     try:
         outcome = run_search(req, make_console(args.quiet))
-    except ResultsWriteError as exc:
+    except (ResultsWriteError, StorageStopped) as exc:
         print(f"dnet-tune: error: {exc}", file=sys.stderr)
         return 1
     except SearchInterrupted as stop:

@@ -29,6 +29,7 @@ from dnet_tune.tune.plan import (
     SearchInterrupted,
     SearchOutcome,
     SearchRequest,
+    StorageStopped,
     algorithm_note,
     budget_for,
     check_arguments,
@@ -170,7 +171,12 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
         res = plan_resources(req, ray.cluster_resources())
         if plan.pinned:
             console.print(f"fixed by --set, not searched: {', '.join(plan.pinned)}")
-        return _execute(plan, res, name, root, exp, console)
+        try:
+            return _execute(plan, res, name, root, exp, console)
+        except storage.StorageWriteError as exc:
+            started = results.mark_interrupted(exp) or storage.exists(
+                storage.join(exp, results.SEARCH_JSON))
+            raise StorageStopped(exp, exc.location, exc.reason, started) from exc
     finally:
         if req.wait_for_gpus > 0 and ray.is_initialized():
             release_gpus()
