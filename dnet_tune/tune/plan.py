@@ -101,8 +101,8 @@ class StorageStopped(Exception):
     def __init__(self, experiment: str, location: str, reason: str, started: bool) -> None:
         then = (f"what it wrote before is kept in {experiment}; free space (or make it "
                 f"writable), then continue with: dnet-tune search --resume {experiment}"
-                if started else f"the search did not start; free space (or make it writable), "
-                                f"remove {experiment} and run the search again")
+                if started else "the search did not start; free space (or make it writable) "
+                                "and run it again")
         super().__init__(f"the storage refused a write: cannot write '{location}' ({reason}); "
                          f"{then}")
         self.experiment = experiment
