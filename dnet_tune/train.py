@@ -28,7 +28,7 @@ from torch import nn
 from dnet_tune.config import Config, config_to_dict, total_epochs
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
-from dnet_tune.errors import UserError
+from dnet_tune.errors import DamagedFile, UserError, describe
 from dnet_tune.method.methods import Batch, Method, create_method
 from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.stage2 import Stage2, check_stage2_model
@@ -342,10 +342,34 @@ def save_checkpoint(trainer: Trainer, path: str) -> None:
     atomic_write(path, lambda p: torch.save(state, p))
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
-    """`weights_only=True`: a checkpoint is data, never code."""
+# what `Trainer.load_state_dict` cannot do without (best_head and stage2 may be absent)
+CHECKPOINT_KEYS = ("format", "config", "epoch", "model", "optimizer", "method", "history",
+                   "best", "best_model", "rng")
+
+
+def load_checkpoint(path: str, remedy: str = "restore it from a backup copy") -> dict[str, Any]:
+    """The state `save_checkpoint` wrote; anything else is one line naming the file, with
+    `remedy` as what to do.
+
+    `weights_only=True`: a checkpoint is data, never code. A file cut short, a text file or
+    random bytes make torch.load raise whatever its zip reader or restricted unpickler trips on
+    (RuntimeError, UnpicklingError, EOFError, KeyError, ...): that is the file, never our bug.
+    """
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint '{path}' does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read checkpoint '{path}' ({exc.strerror or exc})") from None
+    except Exception as exc:
+        raise DamagedFile(path, f"torch.load cannot read it: {describe(exc)}", remedy) from None
+    if not isinstance(state, dict):
+        raise DamagedFile(path, f"it holds a {type(state).__name__}, not a dnet-tune "
+                                f"checkpoint", remedy)
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise DamagedFile(path, f"not a dnet-tune checkpoint: no {', '.join(missing)}", remedy)
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint '{path}' has format {state['format']!r}; this dnet-tune "
+                        f"reads format {CHECKPOINT_FORMAT}")
     return state

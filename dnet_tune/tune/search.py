@@ -31,6 +31,7 @@ from dnet_tune.tune.plan import (
     SearchInterrupted,
     SearchOutcome,
     SearchRequest,
+    StorageStopped,
     algorithm_note,
     budget_for,
     check_arguments,
@@ -189,12 +190,40 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
         res = plan_resources(req, ray.cluster_resources())
         if plan.pinned:
             console.print(f"fixed by --set, not searched: {', '.join(plan.pinned)}")
-        return _execute(plan, res, name, root, exp, console)
+        try:
+            return _execute(plan, res, name, root, exp, console)
+        except Exception as exc:
+            stopped = _storage_stopped(exc, exp)
+            if stopped is None:
+                raise
+            raise stopped from exc
     finally:
         if req.wait_for_gpus > 0 and ray.is_initialized():
             release_gpus()
         if local is not None:
             local.shutdown()
+
+
+def _storage_stopped(exc: Exception, exp: str) -> StorageStopped | None:
+    """A search that died because its storage stopped taking writes, as one resumable line.
+
+    Our own writes say so (`StorageWriteError`); Ray's fail in their own ways (a trial's error
+    file cut short by a full disk is read back as an EOFError), so another failure counts as
+    the storage's when a small probe write into the experiment is refused too.
+    """
+    from dnet_tune.tune.preflight import refused_write
+
+    if isinstance(exc, storage.StorageWriteError):
+        where, why = exc.location, exc.reason
+    elif isinstance(exc, (UserError, SearchInterrupted)):
+        return None
+    elif (refused := refused_write(exp)) is not None:
+        where, why = exp, refused
+    else:
+        return None
+    started = results.mark_interrupted(exp) or storage.exists(
+        storage.join(exp, results.SEARCH_JSON))
+    return StorageStopped(exp, where, why, started)
 
 
 def _start_meta(plan: CheckedSearch, res: Resources, name: str) -> dict[str, Any]:
