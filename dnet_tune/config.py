@@ -48,6 +48,12 @@ class DataConfig:
 class ModelConfig:
     name: str = "small_cnn"
     cosine_scale: float = 30.0  # cosine-classifier scale s (ImageNet models)
+    # A state-dict file to start from (e.g. torchvision's ImageNet weights for resnet152), read
+    # when the model is built, never downloaded. The classifier always starts fresh.
+    pretrained: str | None = None
+    # module prefixes (e.g. layer4.2) kept at their fresh initialisation instead of loaded
+    # from `pretrained`
+    reinit: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -315,6 +321,12 @@ def validate(cfg: Config) -> None:
         eps = getattr(cfg.stage2, key)
         if eps is not None and not 0 <= eps < 1:
             raise UserError(f"config key 'stage2.{key}' must be in [0, 1) or null, got {eps}")
+    if cfg.model.pretrained is not None and not cfg.model.pretrained.strip():
+        raise UserError("config key 'model.pretrained' must be the path of a state-dict file "
+                        "or null, got ''")
+    if any(not p.strip() for p in cfg.model.reinit):
+        raise UserError(f"config key 'model.reinit' must list module names such as layer4.2, "
+                        f"got {cfg.model.reinit}")
     if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
         raise UserError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N, "
                         f"got {cfg.train.device!r}")

@@ -135,7 +135,7 @@ def _defaults() -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     from dnet_tune.console import make_console
-    from dnet_tune.tune.plan import SearchInterrupted
+    from dnet_tune.tune.plan import SearchInterrupted, StorageStopped
     from dnet_tune.tune.results import ResultsWriteError
     from dnet_tune.tune.search import run_search
 
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         methods = methods or ["difficulty_net"]
     try:
         outcome = run_search(request(args, methods), make_console(args.quiet))
-    except ResultsWriteError as exc:
+    except (ResultsWriteError, StorageStopped) as exc:
         print(f"dnet-tune: error: {exc}", file=sys.stderr)
         return 1
     except SearchInterrupted as stop:

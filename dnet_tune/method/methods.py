@@ -89,7 +89,8 @@ class Method:
         return loss.detach()
 
     def epoch_info(self) -> dict[str, list[float]]:
-        """Per-class vectors recorded in the metrics (list columns)."""
+        """Per-class vectors recorded in the metrics (list columns), asked for after the
+        epoch's last step and before an after-epoch refresh of `a`."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:

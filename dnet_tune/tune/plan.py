@@ -129,6 +129,23 @@ class SearchInterrupted(Exception):
         self.experiment = experiment
 
 
+class StorageStopped(Exception):
+    """The storage refused a write part-way (full, read-only, gone): the search stopped there.
+
+    Writes are atomic, so every file written before is whole; once search.json exists the
+    experiment is resumable, and the message says how.
+    """
+
+    def __init__(self, experiment: str, location: str, reason: str, started: bool) -> None:
+        then = (f"what it wrote before is kept in {experiment}; free space (or make it "
+                f"writable), then continue with: dnet-tune search --resume {experiment}"
+                if started else "the search did not start; free space (or make it writable) "
+                                "and run it again")
+        super().__init__(f"the storage refused a write: cannot write '{location}' ({reason}); "
+                         f"{then}")
+        self.experiment = experiment
+
+
 def check_arguments(req: SearchRequest) -> None:
     g = req.gpus_per_trial
     if g is not None and (g <= 0 or (g > 1 and g != int(g))):

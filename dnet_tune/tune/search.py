@@ -31,6 +31,7 @@ from dnet_tune.tune.plan import (
     SearchInterrupted,
     SearchOutcome,
     SearchRequest,
+    StorageStopped,
     algorithm_note,
     budget_for,
     check_arguments,
@@ -66,8 +67,7 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
     --smoke shrinks an enabled stage 2 as it shrinks stage 1 (to `train --smoke`'s length),
     unless --set gives stage 2's length.
     """
-    from dnet_tune.method.methods import check_method_config
-    from dnet_tune.run import resolve_dict, smoke_overrides
+    from dnet_tune.run import resolve_config, resolve_dict, smoke_overrides
 
     data = {"data_dir": req.data_dir} if req.data_dir else {}
     flags = {"method": {"name": method}, "data": data}
@@ -81,9 +81,8 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
     layered = merge(layered, {"train": {"epochs": budget.max_epochs, "seed": req.seed}})
     if req.smoke and layered["stage2"]["enabled"] and "stage2.epochs" not in flatten(sets):
         layered = merge(layered, {"stage2": smoke_overrides()["stage2"]})
-    cfg = config_from_dict(layered)
-    check_method_config(cfg)
-    return config_to_dict(cfg)
+    # `layered` is complete, so resolve_config only adds its checks (method, dataset recipe)
+    return config_to_dict(resolve_config(overrides=layered))
 
 
 def fixed_overridden(space: SearchSpace, sets: list[str]) -> list[str]:
@@ -225,7 +224,13 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
         if plan.overridden:
             console.print(f"--set overrides the space's fixed: {'; '.join(plan.overridden)}",
                           soft_wrap=True)
-        return _execute(plan, res, name, root, exp, console)
+        try:
+            return _execute(plan, res, name, root, exp, console)
+        except Exception as exc:
+            stopped = _storage_stopped(exc, exp)
+            if stopped is None:
+                raise
+            raise stopped from exc
     finally:
         if req.wait_for_gpus > 0 and ray.is_initialized():
             release_gpus()
@@ -235,6 +240,28 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
 
 def _scheduler_ran(plan: CheckedSearch) -> str:
     return scheduler_ran(plan.req.scheduler, plan.budget, plan.epochs)
+
+
+def _storage_stopped(exc: Exception, exp: str) -> StorageStopped | None:
+    """A search that died because its storage stopped taking writes, as one resumable line.
+
+    Our own writes say so (`StorageWriteError`); Ray's fail in their own ways (a trial's error
+    file cut short by a full disk is read back as an EOFError), so another failure counts as
+    the storage's when a small probe write into the experiment is refused too.
+    """
+    from dnet_tune.tune.preflight import refused_write
+
+    if isinstance(exc, storage.StorageWriteError):
+        where, why = exc.location, exc.reason
+    elif isinstance(exc, (UserError, SearchInterrupted)):
+        return None
+    elif (refused := refused_write(exp)) is not None:
+        where, why = exp, refused
+    else:
+        return None
+    started = results.mark_interrupted(exp) or storage.exists(
+        storage.join(exp, results.SEARCH_JSON))
+    return StorageStopped(exp, where, why, started)
 
 
 def _start_meta(plan: CheckedSearch, res: Resources, name: str) -> dict[str, Any]:

@@ -104,6 +104,8 @@ def test_a_smoke_experiment_gets_every_figure_drawn(smoke, run_cli, tmp_path):
                           for k in ("5-importance", "5-slice", "6-parallel"))]:
         assert figures[key]["class"] != "empty", (key, figures[key]["alt"])
     assert "mean over confirmation seeds 1, 2" in text  # per-class from the confirmation runs
+    # figure 4 says which weights it shows: those each epoch ended with, as recorded
+    assert "class weight w at the end of each epoch" in text
     report = json.loads(run_cli("report", smoke, "--json")["out"])[0]
     for row in report["rows"]:  # the table shows the numbers `report --json` carries
         assert f"{100 * row['val_mean']:.1f}" in text and row["trial_id"] in text

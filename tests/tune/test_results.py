@@ -14,6 +14,7 @@ from dnet_tune.tune.results import (
     summary_rows,
     write_tables,
 )
+from dnet_tune.tune.storage import StorageWriteError
 
 
 def _record(value):
@@ -38,6 +39,20 @@ def test_a_failed_write_keeps_the_raw_results_and_says_where(tmp_path):
     kept = json.loads(raw.read_text())
     assert kept["trials"][0]["trial_id"] == "t1"
     assert kept["trials"][0]["rows"][0]["val_acc"] == 0.5
+
+
+def test_a_storage_that_refuses_writes_is_named_and_nothing_is_half_written(tmp_path):
+    """A storage that takes no writes (here a file where the experiment's folder would go:
+    refused even for root) is no table's fault: the error names the location, and no
+    raw_results.json is tried on the same storage."""
+    rec = _record(1.0)
+    (tmp_path / "f").write_text("not a folder")
+    exp = tmp_path / "f" / "exp"
+    with pytest.raises(StorageWriteError) as info:
+        write_tables(str(exp), [rec], summary_rows([rec], 1), [])
+    assert f"cannot write '{exp / 'trials.parquet'}'" in str(info.value)
+    assert info.value.location == str(exp / "trials.parquet")
+    assert (tmp_path / "f").read_text() == "not a folder"
 
 
 def test_a_trial_tune_has_not_ended_is_unfinished_in_the_live_summary():

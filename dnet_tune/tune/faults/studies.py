@@ -30,15 +30,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dnet_tune.errors import UserError
+from dnet_tune.errors import DamagedFile, UserError, describe
 from dnet_tune.tune import ray_internals
-from dnet_tune.tune.storage import is_uri
+from dnet_tune.tune.storage import RESTORE, is_uri
 
 JOURNAL = "optuna.journal"
 RAY_TRIAL_ATTR = "ray_trial_id"
 ORPHAN_ATTR = "dnet_tune"
 ORPHAN_NOTE = ("orphaned: proposed after Ray's last snapshot before the driver died; never "
                "ran (the resumed search proposed another trial in its place)")
+JOURNAL_REMEDY = (f"{RESTORE}; it holds the studies, without which this search cannot be "
+                  f"resumed (dnet-tune report still reads its results)")
 
 
 def study_name(experiment: str, method: str) -> str:
@@ -78,8 +80,20 @@ def open_storage(url: str | None, journal: str | None) -> Any:
             raise UserError(f"cannot open --optuna-storage '{masked(url)}': {reason}") from None
     if journal:
         Path(journal).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(journal))
+        try:  # Optuna replays every record here; it skips only a torn last one
+            return JournalStorage(JournalFileBackend(journal))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            # a record that is not JSON (ValueError: JSONDecodeError, UnicodeDecodeError) or not
+            # one of Optuna's operations (the rest, from replaying it)
+            raise DamagedFile(journal, f"Optuna cannot replay it: {describe(exc)}",
+                              JOURNAL_REMEDY) from None
     return None
+
+
+def check_journal(journal: str | None) -> None:
+    """Replay the journal once, writing nothing: a damaged one fails before a resume starts."""
+    if journal and os.path.isfile(journal):
+        open_storage(None, journal)
 
 
 def repair_journal(journal: str | None) -> bool:

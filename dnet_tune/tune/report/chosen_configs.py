@@ -17,6 +17,7 @@ import yaml
 
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import atomic_write, json_safe
+from dnet_tune.run import PROVENANCE_END, PROVENANCE_KEY
 from dnet_tune.tune.driver import effective_status
 from dnet_tune.tune.plan import Budget, scheduler_ran
 from dnet_tune.tune.report import compare
@@ -91,11 +92,11 @@ def method_config(exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],
         "val_mean": row["val_mean"], "test_mean": row["test_mean"],
         "test_std": row["test_std"], "test_ci95": row["test_ci95"],
         "versions": meta.get("versions", versions()), "git_sha": meta.get("git_sha"),
-        "note": f"train with this file reproduces the run with seed {seed}; the other seeds "
-                f"differ only in train.seed. Chosen on validation accuracy, never on test. "
-                f"This block is ignored by train.",
+        PROVENANCE_END: f"train with this file reproduces the run with seed {seed}; the other "
+                        f"seeds differ only in train.seed. Chosen on validation accuracy, never "
+                        f"on test. This block is ignored by train.",
     }
-    return dump_yaml({**config, "provenance": json_safe(provenance)})
+    return dump_yaml({**config, PROVENANCE_KEY: json_safe(provenance)})
 
 
 def write_bests(exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],

@@ -22,7 +22,7 @@ from dnet_tune.tune.report import chosen_configs
 from dnet_tune.tune.report.compare import DN, winner
 from dnet_tune.tune.results import load_experiment, sampled_values
 from dnet_tune.tune.space import SearchSpace
-from dnet_tune.tune.storage import exists, join, read_table
+from dnet_tune.tune.storage import RESTORE, exists, join, read_table
 
 SPARE_COLOURS = ("#e377c2", "#bcbd22", "#17becf", "#393b79", "#ad494a")
 
@@ -189,11 +189,14 @@ def _space(meta: dict[str, Any]) -> tuple[SearchSpace | None, str]:
     return None, f"no readable search space file (tried {', '.join(tried) or 'none'})"
 
 
+TRIALS_REMEDY = f"{RESTORE}, or move it away to draw the report without per-epoch results"
+
+
 def load_report_data(exp: str) -> ReportData:
     meta, summary, confirm = load_experiment(exp)
     notes: dict[str, str] = {}
     trials_path = join(exp, "trials.parquet")
-    trials = read_table(trials_path) if exists(trials_path) else []
+    trials = read_table(trials_path, TRIALS_REMEDY) if exists(trials_path) else []
     if not trials and any(r.get("last_epoch") for r in summary):
         notes["trials"] = "trials.parquet is missing: no per-epoch results"
     if not confirm:

@@ -183,7 +183,7 @@ def learned_weights(d: ReportData) -> Figure:
     im = dif.imshow(dmat, aspect="auto", cmap="viridis", vmin=0, vmax=1, extent=extent,
                     interpolation="nearest")
     fig.colorbar(im, ax=dif, label="difficulty d", shrink=0.9)
-    dif.set_title("difficulty d per epoch")
+    dif.set_title("difficulty d, end of each epoch")
     flat = [v for line in wmat for v in line]
     lo, hi = min(flat), max(flat)
     norm = TwoSlopeNorm(1.0, min(lo, 0.99), max(hi, 1.01))  # 1 = the mean weight
@@ -194,12 +194,13 @@ def learned_weights(d: ReportData) -> Figure:
     bar.set_ticks([vmin, (vmin + 1) / 2, 1.0, (1 + vmax) / 2, vmax],
                   labels=[f"{v:.2f}" for v in (vmin, (vmin + 1) / 2, 1.0, (1 + vmax) / 2,
                                                 vmax)])
-    wei.set_title("class weight w per epoch")
+    wei.set_title("class weight w, end of each epoch")
     for ax in (dif, wei):
         ax.set_xlabel("epoch")
         ax.grid(False)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     caption = (f"Difficulty-Net's chosen config (search trial {trial}): the difficulty d it "
-               "assigned to each class and the resulting class weight w, as used during each "
-               "epoch, beside the class-frequency profile. Red: weighted above the mean.")
+               "assigned to each class and the resulting class weight w at the end of each "
+               "epoch (after its last Difficulty-Net step; w changes with every step within "
+               "an epoch), beside the class-frequency profile. Red: weighted above the mean.")
     return finish("4-learned-weights", "Learned class weights", title, caption, fig, [])
