@@ -60,7 +60,13 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
     cfg = resolve_config(dataset=req.dataset, recipe=req.recipe, sets=req.sets,
                          overrides={"method": {"name": method}, "data": data})
     base = merge(config_to_dict(cfg), space.fixed)
-    return merge(base, {"train": {"epochs": budget.max_epochs, "seed": req.seed}})
+    # a trial's intra-op threads are part of its config (what ran is what an export replays):
+    # `auto` is the trial's CPUs, as Ray's OMP_NUM_THREADS had it
+    threads = base["train"]["threads"]
+    train = {"epochs": budget.max_epochs, "seed": req.seed,
+             "threads": max(1, int(req.cpus_per_trial)) if threads == "auto" else threads}
+    smoke = {"optim": {"warmup_epochs": 0}} if req.smoke else {}  # as run.smoke_overrides
+    return merge(merge(base, {"train": train}), smoke)
 
 
 def resolve_methods(req: SearchRequest, space: SearchSpace) -> list[str]:

@@ -50,9 +50,13 @@ class TrialSetup:
 
 
 def placement(device: Any) -> dict[str, Any]:
-    """Where a run trained, recorded with every epoch (multi-node searches are audited by it)."""
+    """Where a run trained, recorded with every epoch (multi-node searches are audited by it),
+    and with how many intra-op threads (the Trainer set its config's `train.threads`)."""
+    import torch
+
     ctx = ray.get_runtime_context()
-    return {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename, "device": str(device)}
+    return {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename, "device": str(device),
+            "threads": torch.get_num_threads()}
 
 
 def device_for_ray_worker() -> str:

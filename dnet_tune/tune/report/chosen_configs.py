@@ -78,6 +78,8 @@ def method_config(exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],
         "val_mean": row["val_mean"], "test_mean": row["test_mean"],
         "test_std": row["test_std"], "test_ci95": row["test_ci95"],
         "versions": meta.get("versions", versions()), "git_sha": meta.get("git_sha"),
+        # CPU results depend on it: the count the trial ran with (null: not recorded then)
+        "threads": config["train"].get("threads"),
         "note": f"train with this file reproduces the run with seed {seed}; the other seeds "
                 f"differ only in train.seed. Chosen on validation accuracy, never on test. "
                 f"This block is ignored by train.",

@@ -164,9 +164,11 @@ def _classes(meta: dict[str, Any], summary: list[dict[str, Any]]) -> tuple[dict[
 
     from dnet_tune.config import config_from_dict
     from dnet_tune.data.registry import describe
+    from dnet_tune.schedule import migrate_milestones
 
-    try:
-        return describe(config_from_dict(yaml.safe_load(config_yaml)).data), ""
+    try:  # only its data section is used: older absolute milestones need no note here
+        raw, _ = migrate_milestones(yaml.safe_load(config_yaml), "a trial's config")
+        return describe(config_from_dict(raw).data), ""
     except (UserError, OSError) as exc:
         return None, (f"class counts are not in search.json (an older experiment) and the "
                       f"dataset could not be built here: {exc}")
