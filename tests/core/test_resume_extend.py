@@ -23,15 +23,16 @@ def rows(run) -> list[dict]:
             for r in pq.read_table(run / "metrics.parquet").to_pylist()]
 
 
-@pytest.mark.parametrize("stop", [3, 2])
-def test_an_extension_is_recorded_and_its_replay_is_bit_identical(tmp_path, stop, capsys):
+@pytest.mark.parametrize(("stop", "method"), [(3, "difficulty_net"), (2, "ce")])
+def test_an_extension_is_recorded_and_its_replay_is_bit_identical(tmp_path, stop, method,
+                                                                  capsys):
     """3 epochs, extended to 5 (after the last epoch, or from epoch 2 of an interrupted run);
     `train --config <run>/config.yaml` must give the same metrics, bit for bit."""
     run = tmp_path / "run"
     if stop == 3:
-        train_to_dir(digits(3), run)
+        train_to_dir(digits(3, method), run)
     else:  # a run stopped after 2 of its 3 epochs
-        trainer = Trainer(digits(3))
+        trainer = Trainer(digits(3, method))
         trainer.run_epoch()
         trainer.run_epoch()
         run.mkdir()
