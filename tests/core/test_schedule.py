@@ -3,6 +3,8 @@ change meaning; an impossible schedule is one line naming its key."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import yaml
 
@@ -139,12 +141,12 @@ def test_extending_mid_run_stretches_the_rest_of_the_schedule():
     longer = extended(base, 20, 30)
     lrs = [lr_at(longer, e) for e in range(60)]
     assert lrs[:21] == [lr_at(base, e) for e in range(21)]  # what ran, and the next epoch
-    assert all(b < a for a, b in zip(lrs[20:], lrs[21:], strict=False))  # no jump, decreasing
+    assert all(b < a for a, b in itertools.pairwise(lrs[20:]))  # no jump, decreasing
     assert lrs[59] == pytest.approx(lr_at(base, 29))  # ends where the schedule ends
     twice = extended(longer, 40, 10)
     more = [lr_at(twice, e) for e in range(70)]
     assert more[:41] == lrs[:41] and more[69] == pytest.approx(lrs[59])
-    assert all(b < a for a, b in zip(more[20:], more[21:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(more[20:]))
 
 
 def test_extending_a_step_schedule_keeps_what_ran_and_stretches_the_steps():
