@@ -35,6 +35,7 @@ import torch
 from dnet_tune.config import total_epochs
 from dnet_tune.fileio import atomic_write_json
 from dnet_tune.run import resolve_config
+from dnet_tune.shot_groups import SHOT_GROUPS
 
 
 def _trainer(args: argparse.Namespace, seed: int) -> Any:
@@ -74,8 +75,8 @@ def run_mode(args: argparse.Namespace) -> None:
             torch.cuda.reset_peak_memory_stats()
         m = trainer.run_epoch()
         mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-        keys = ("epoch", "stage", "lr", "train_loss", "val_acc", "test_acc", "test_many",
-                "test_medium", "test_few", "epoch_time_s")
+        keys = ("epoch", "stage", "lr", "train_loss", "val_acc", "test_acc",
+                *(f"test_{g}" for g in SHOT_GROUPS), "epoch_time_s")
         log["epochs"].append({k: m.get(k) for k in keys}
                              | {"train_images_per_s": n / m["epoch_time_s"],
                                 "peak_gpu_mem_gib": mem})

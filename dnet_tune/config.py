@@ -9,6 +9,7 @@ YAML < `--set` < flags (`dnet_tune.run.resolve_dict`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,8 +20,13 @@ import yaml
 
 from dnet_tune.dotted import unflatten
 from dnet_tune.errors import UserError
+from dnet_tune.method import DIFFICULTY_NET
 from dnet_tune.schedule import STRETCH, check_schedule, refuse_absolute_milestones
 from dnet_tune.yamlio import read_yaml, yaml_load
+
+# crop_flip: random crop + flip; autoaugment: + AutoAugment; autoaugment_cutout: + Cutout.
+# The one list of augment names: both config keys take it, `data.augment.AUGMENTS` is its values.
+Augment = Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"]
 
 
 @dataclass
@@ -31,8 +37,7 @@ class DataConfig:
     meta_per_class: int = 10  # H: balanced meta set, input `a` and meta batches
     val_per_class: int = 10  # V: balanced validation set, model selection and search only
     profile: Literal["standard", "paper"] = "standard"
-    # crop_flip: random crop + flip; autoaugment: + AutoAugment; autoaugment_cutout: + Cutout
-    augment: Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"] = "none"
+    augment: Augment = "none"
     cutout_size: int = 16  # side of the Cutout square in pixels (autoaugment_cutout)
     batch_size: int = 64
     meta_batch_size: int = 100
@@ -44,6 +49,12 @@ class DataConfig:
 class ModelConfig:
     name: str = "small_cnn"
     cosine_scale: float = 30.0  # cosine-classifier scale s (ImageNet models)
+    # A state-dict file to start from (e.g. torchvision's ImageNet weights for resnet152), read
+    # when the model is built, never downloaded. The classifier always starts fresh.
+    pretrained: str | None = None
+    # module prefixes (e.g. layer4.2) kept at their fresh initialisation instead of loaded
+    # from `pretrained`
+    reinit: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -57,7 +68,7 @@ class DifficultyNetConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "difficulty_net"
+    name: str = DIFFICULTY_NET
     base_loss: Literal["ce", "balanced_softmax"] = "ce"
     lam: float = 0.3  # driver-loss weight λ
     driver_target: Literal["relative", "absolute"] = "relative"
@@ -131,7 +142,7 @@ class Stage2Config:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     batch_size: int | None = None  # None: data.batch_size
-    augment: Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"] | None = None
+    augment: Augment | None = None
     retrain_head: bool = False  # False: only the per-class logit scales (LWS) learn
     # which stage-1 weights stage 2 starts from: the last epoch's, or the epoch selected on V
     # (the authors start from their best stage-1 checkpoint; without V both are the last)
@@ -224,8 +235,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise UserError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """Resolved once per dataclass: the search converts a config per trial and per status."""
+    return typing.get_type_hints(cls)
+
+
 def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for k in data:
         if k not in names:
@@ -343,6 +360,12 @@ def validate(cfg: Config) -> None:
         raise UserError(f"config key 'train.threads' must be >= 1 or auto, "
                         f"got {cfg.train.threads}")
     check_schedule(cfg.optim, cfg.train)
+    if cfg.model.pretrained is not None and not cfg.model.pretrained.strip():
+        raise UserError("config key 'model.pretrained' must be the path of a state-dict file "
+                        "or null, got ''")
+    if any(not p.strip() for p in cfg.model.reinit):
+        raise UserError(f"config key 'model.reinit' must list module names such as layer4.2, "
+                        f"got {cfg.model.reinit}")
     if not (cfg.train.device in ("auto", "cpu", "cuda") or cfg.train.device.startswith("cuda:")):
         raise UserError(f"config key 'train.device' must be auto, cpu, cuda or cuda:N, "
                         f"got {cfg.train.device!r}")

@@ -9,9 +9,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dnet_tune.shot_groups import SHOT_GROUPS
+
 
 def make_console(quiet: bool = False) -> Console:
     return Console(stderr=False, quiet=quiet, highlight=False)
+
+
+def print_copyable(console: Console, line: str) -> None:
+    """A line a user copies (a path, a `--resume` or `export` command), printed as one line.
+
+    Rich wraps text at the console's width, and when stdout is a file or a pipe (a log, `ray job
+    submit`) it assumes 80 columns: a path broken there pastes as two. Taken literally too: a
+    path's `[...]` is no markup and its `:name:` no emoji code.
+    """
+    console.print(line, soft_wrap=True, markup=False, emoji=False)
 
 
 def pct(v: Any, digits: int = 2) -> str:
@@ -41,9 +53,8 @@ def epoch_status(m: dict[str, Any]) -> str:
 def final_table(final: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
     table.add_column("split")
-    for col in ("overall", "many", "medium", "few"):
+    for col in ("overall", *SHOT_GROUPS):
         table.add_column(col, justify="right")
     for split in ("val", "test"):
-        table.add_row(split, pct(final[f"{split}_acc"]), pct(final[f"{split}_many"]),
-                      pct(final[f"{split}_medium"]), pct(final[f"{split}_few"]))
+        table.add_row(split, *(pct(final[f"{split}_{k}"]) for k in ("acc", *SHOT_GROUPS)))
     return table

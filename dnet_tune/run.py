@@ -29,12 +29,13 @@ from dnet_tune.config import (
     total_epochs,
 )
 from dnet_tune.dotted import merge
-from dnet_tune.errors import UserError
+from dnet_tune.errors import DamagedFile, UserError
 from dnet_tune.fileio import atomic_write_json, atomic_write_text, write_parquet_rows
 from dnet_tune.schedule import STRETCH, migrate_milestones
 from dnet_tune.yamlio import dump_yaml
 
 PROVENANCE_KEY = "provenance"  # extra block in exported configs; not part of the run config
+PROVENANCE_END = "note"  # the provenance's last key: an exported config cut short lacks it
 # what `train --resume` may be given: the run to continue, how to show it, a named extension
 RESUME_FLAGS = frozenset({"command", "resume", "output", "quiet", "extend"})
 
@@ -101,6 +102,8 @@ def resolve_dict(
     from dnet_tune.recipe import recipe_layer
 
     user = load_yaml(config_path) if config_path else {}
+    if PROVENANCE_KEY in user:
+        _check_exported_whole(user, str(config_path))
     user.pop(PROVENANCE_KEY, None)
     user, migrated = migrate_milestones(user, f"'{config_path}'")
     if migrated:
@@ -121,12 +124,38 @@ def resolve_dict(
     return merge(merge(base, user), top)
 
 
+def _check_exported_whole(user: dict[str, Any], path: str) -> None:
+    """An exported config (export, a search's best/ files) holds every section, then its
+    provenance, ending with `PROVENANCE_END`: a file cut short (a copy or a disk that ran out)
+    lacks the end, and what it lacks would otherwise silently come from the defaults.
+
+    A file cut before its provenance cannot be told from a hand-written partial config.
+    """
+    import dataclasses
+
+    prov = user[PROVENANCE_KEY]
+    missing = [f.name for f in dataclasses.fields(Config) if f.name not in user]
+    if not isinstance(prov, dict) or PROVENANCE_END not in prov:
+        missing.append(f"{PROVENANCE_KEY}.{PROVENANCE_END}")
+    if not missing:
+        return
+    exp = prov.get("experiment") if isinstance(prov, dict) else None
+    method = prov.get("method") if isinstance(prov, dict) else None
+    again = (f"dnet-tune export {exp}{f' --method {method}' if method else ''} --out {path}"
+             if exp else "dnet-tune export <experiment>")
+    raise DamagedFile(path, f"an exported config cut short: it lacks {', '.join(missing)}",
+                      f"export it again: {again}")
+
+
 def resolve_config(**sources: Any) -> Config:
-    """The complete run config (see `resolve_dict`), checked against the method's needs."""
+    """The complete run config (see `resolve_dict`), checked against the method's and the
+    dataset recipe's needs."""
+    from dnet_tune.data.registry import check_dataset_config
     from dnet_tune.method.methods import check_method_config
 
     cfg = config_from_dict(resolve_dict(**sources))
     check_method_config(cfg)
+    check_dataset_config(cfg)
     return cfg
 
 
@@ -163,7 +192,9 @@ def train_to_dir(
     if resume:
         if not ckpt.is_file():
             raise UserError(f"nothing to resume: '{ckpt}' does not exist")
-        state = load_checkpoint(str(ckpt))
+        state = load_checkpoint(str(ckpt), f"restore it from a backup copy, or train the run "
+                                           f"again: dnet-tune train --config {out / 'config.yaml'} "
+                                           f"--output <another folder>")
         raw, migrated = migrate_milestones(state["config"], f"the checkpoint '{ckpt}'")
         if migrated:
             note(migrated)

@@ -52,7 +52,14 @@ def smoothing_for_imbalance(imbalance: float) -> tuple[float, float]:
 
 
 def resolve_smoothing(cfg: Config) -> tuple[float, float]:
-    """stage2.smoothing_head/tail, each taken from the table when null."""
+    """stage2.smoothing_head/tail, each taken from the table when null.
+
+    The table reads the nominal `data.imbalance`, not the built set's largest/smallest ratio:
+    the authors' stage-2 code looks up its command-line factor, although their CIFAR-100-LT
+    "IF 100" set has a real ratio of 475/4 = 118.75 (the standard profile's 450/4 = 112.5),
+    which the table would put in the > 100 row. The list datasets (ImageNet-LT, Places-LT)
+    never read `data.imbalance`, so their recipes name the authors' values instead.
+    """
     head, tail = smoothing_for_imbalance(cfg.data.imbalance)
     s = cfg.stage2
     return (head if s.smoothing_head is None else s.smoothing_head,

@@ -28,13 +28,13 @@ from torch import nn
 from dnet_tune.config import Config, config_to_dict, resolve_threads, total_epochs
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
-from dnet_tune.errors import UserError
+from dnet_tune.errors import DamagedFile, UserError, describe
 from dnet_tune.method.methods import Batch, Method, create_method
 from dnet_tune.schedule import lr_at
+from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.stage2 import Stage2, check_stage2_model
 
 CHECKPOINT_FORMAT = 1
-GROUPS = ("many", "medium", "few")
 # Steps between finiteness checks of the training loss: each check is one device->host sync,
 # so a diverged run fails within this many steps instead of paying a sync per step.
 FINITE_CHECK_EVERY = 50
@@ -171,7 +171,7 @@ class Trainer:
         counts = torch.tensor(self._split_counts(prefix), dtype=torch.float64)
         overall = float((acc.double() * counts).sum() / counts.sum())
         out = {f"{prefix}_acc": overall}
-        for g in GROUPS:
+        for g in SHOT_GROUPS:
             idx = self.groups[g]
             out[f"{prefix}_{g}"] = float(acc[idx].mean()) if idx else float("nan")
         return out
@@ -189,11 +189,10 @@ class Trainer:
         """Whether the next epoch is a stage-2 epoch."""
         return self.cfg.stage2.enabled and self.epoch >= self.cfg.train.epochs
 
-    def _stage1_epoch(self) -> tuple[float, dict[str, Any], Iterator[tuple[torch.Tensor, int]]]:
+    def _stage1_epoch(self) -> tuple[float, Iterator[tuple[torch.Tensor, int]]]:
         cfg, e = self.cfg, self.epoch
         if cfg.method.acc_refresh == "before_epoch":
             self._refresh_class_acc()
-        info = self.method.epoch_info()  # `a` (and d, w) as used during this epoch
         lr = lr_at(cfg, e)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -206,7 +205,7 @@ class Trainer:
             self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0)))
         steps = ((self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream),
                   len(y)) for x, y in batches)
-        return lr, info, steps
+        return lr, steps
 
     def _run_steps(self, steps: Iterator[tuple[torch.Tensor, int]]) -> float:
         """Mean training loss. The sum stays on the device (float64): no host sync per step;
@@ -233,12 +232,18 @@ class Trainer:
             lr, steps = self.stage2.epoch_steps(e - cfg.train.epochs,
                                                 epoch_generator(cfg.train.seed, e, 2),
                                                 self._to_memory_format)
-            info: dict[str, Any] = {}
         else:
-            lr, info, steps = self._stage1_epoch()
+            lr, steps = self._stage1_epoch()
         train_loss = self._run_steps(steps)
-        if stage == 1 and cfg.method.acc_refresh == "after_epoch":
-            self._refresh_class_acc()
+        info: dict[str, Any] = {}
+        if stage == 1:
+            # The epoch's `a` and the d, w that φ gives it after the epoch's last Difficulty-Net
+            # step: the weights the epoch ended with. Taken before an after-epoch refresh of
+            # `a`, which belongs to the next epoch. (Taken before the steps, a row showed the
+            # weights the previous epoch ended with: one epoch behind.)
+            info = self.method.epoch_info()
+            if cfg.method.acc_refresh == "after_epoch":
+                self._refresh_class_acc()
         if self.stage2 is not None:
             info = self.stage2.epoch_info()  # the scales the evaluation below uses
         self.epoch += 1
@@ -247,7 +252,7 @@ class Trainer:
         if self.selects_on_val:
             metrics.update(self._split_metrics("val", self.class_accuracy("val")))
         else:
-            metrics.update({f"val_{k}": float("nan") for k in ("acc", *GROUPS)})
+            metrics.update({f"val_{k}": float("nan") for k in ("acc", *SHOT_GROUPS)})
         # Decided on val alone, before test is looked at: test never influences selection.
         improved = (self.best is None or not self.selects_on_val
                     or metrics["val_acc"] > self.best["val_acc"])
@@ -257,7 +262,7 @@ class Trainer:
             # per class as well: the groups' means hide which tail classes a method gives up
             metrics["test_class_acc"] = test_acc.tolist()
         else:
-            metrics.update({f"test_{k}": float("nan") for k in ("acc", *GROUPS)})
+            metrics.update({f"test_{k}": float("nan") for k in ("acc", *SHOT_GROUPS)})
             metrics["test_class_acc"] = None
         metrics["epoch_time_s"] = time.perf_counter() - start
         metrics.update(info)
@@ -331,10 +336,34 @@ def save_checkpoint(trainer: Trainer, path: str) -> None:
     atomic_write(path, lambda p: torch.save(state, p))
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
-    """`weights_only=True`: a checkpoint is data, never code."""
+# what `Trainer.load_state_dict` cannot do without (best_head and stage2 may be absent)
+CHECKPOINT_KEYS = ("format", "config", "epoch", "model", "optimizer", "method", "history",
+                   "best", "best_model", "rng")
+
+
+def load_checkpoint(path: str, remedy: str = "restore it from a backup copy") -> dict[str, Any]:
+    """The state `save_checkpoint` wrote; anything else is one line naming the file, with
+    `remedy` as what to do.
+
+    `weights_only=True`: a checkpoint is data, never code. A file cut short, a text file or
+    random bytes make torch.load raise whatever its zip reader or restricted unpickler trips on
+    (RuntimeError, UnpicklingError, EOFError, KeyError, ...): that is the file, never our bug.
+    """
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint '{path}' does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read checkpoint '{path}' ({exc.strerror or exc})") from None
+    except Exception as exc:
+        raise DamagedFile(path, f"torch.load cannot read it: {describe(exc)}", remedy) from None
+    if not isinstance(state, dict):
+        raise DamagedFile(path, f"it holds a {type(state).__name__}, not a dnet-tune "
+                                f"checkpoint", remedy)
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise DamagedFile(path, f"not a dnet-tune checkpoint: no {', '.join(missing)}", remedy)
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise UserError(f"checkpoint '{path}' has format {state['format']!r}; this dnet-tune "
+                        f"reads format {CHECKPOINT_FORMAT}")
     return state

@@ -120,3 +120,22 @@ def run_cli() -> Callable[..., dict[str, object]]:
 @pytest.fixture
 def one_line_error() -> Callable[..., None]:
     return assert_one_line_error
+
+
+def folder_state(folder) -> dict[str, tuple[str, int]]:
+    """Every file's hash and mtime and every folder's mtime under `folder` (a temp file created
+    and removed shows in its folder's): equal before and after means nothing was written."""
+    import hashlib
+    from pathlib import Path
+
+    folder = Path(folder)
+    out = {}
+    for p in sorted([folder, *folder.rglob("*")]):
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        out[str(p.relative_to(folder))] = (digest, p.stat().st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def state_of() -> Callable[..., dict[str, tuple[str, int]]]:
+    return folder_state

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnet_tune.config import Augment
 from dnet_tune.data import augment_ops
 from dnet_tune.data.augment_ops import BLENDS, GEOMETRIC, Apply, to_device
 
-AUGMENTS = ("none", "crop_flip", "autoaugment", "autoaugment_cutout")
+AUGMENTS: tuple[str, ...] = get_args(Augment)  # the config's names: one list for both
 NUM_BINS = 10
 
 OPS = (*GEOMETRIC, *BLENDS, "Posterize", "Solarize", "AutoContrast", "Equalize", "Invert")

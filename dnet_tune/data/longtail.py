@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dnet_tune.errors import UserError
+from dnet_tune.shot_groups import SHOT_GROUPS, shot_group
 
 # Tolerance for float error in IF**(-i/(C-1)): the exact product is an integer for i = 0 and often
 # for i = C-1 (n_max / IF), and a value like 49.99999999999999 must still floor to 50.
@@ -32,11 +33,11 @@ def lt_counts(n_max: int, num_classes: int, imbalance: float) -> list[int]:
 
 
 def shot_groups(train_counts: Sequence[int]) -> dict[str, list[int]]:
-    """Many (>100), medium (20..100 inclusive) and few (<20) shot classes, by training count."""
-    groups: dict[str, list[int]] = {"many": [], "medium": [], "few": []}
+    """The classes of each shot group (`dnet_tune.shot_groups`: names and limits), by training
+    count; every group is a key, empty or not."""
+    groups: dict[str, list[int]] = {g: [] for g in SHOT_GROUPS}
     for c, n in enumerate(train_counts):
-        key = "many" if n > 100 else ("medium" if n >= 20 else "few")
-        groups[key].append(c)
+        groups[shot_group(n)].append(c)
     return groups
 
 

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dnet_tune.config import DataConfig
+from dnet_tune.config import Config, DataConfig
 from dnet_tune.data.base import LTDataset
+from dnet_tune.errors import UserError
 from dnet_tune.registry import Registry
 
 DatasetBuilder = Callable[[DataConfig], LTDataset]
@@ -41,6 +42,17 @@ def build_dataset(cfg: DataConfig) -> LTDataset:
     """Build `cfg.name`; an unknown name is a `UserError` listing the registered datasets."""
     builder = DATASETS.get(cfg.name)
     return builder(cfg)
+
+
+def check_dataset_config(cfg: Config) -> None:
+    """What a dataset's recipe needs that only the user can supply: Places-LT's recipe names an
+    ImageNet-pretrained backbone, but the weights file is the user's download (registry entry
+    `needs_pretrained`: model name -> why), so the run is refused in one line without it."""
+    needs = DATASETS.entry(cfg.data.name).info.get("needs_pretrained", {})
+    why = needs.get(cfg.model.name)
+    if why and cfg.model.pretrained is None:
+        raise UserError(f"{cfg.data.name} with model {cfg.model.name} needs model.pretrained: "
+                        f"{why}")
 
 
 def dataset_recipe(name: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from torch import nn
 from dnet_tune.config import Config
 from dnet_tune.device import autocast
 from dnet_tune.errors import UserError
-from dnet_tune.method import losses
+from dnet_tune.method import DIFFICULTY_NET, losses
 from dnet_tune.method.difficulty_net import (
     DifficultyNet,
     class_weights,
@@ -89,7 +89,8 @@ class Method:
         return loss.detach()
 
     def epoch_info(self) -> dict[str, list[float]]:
-        """Per-class vectors recorded in the metrics (list columns)."""
+        """Per-class vectors recorded in the metrics (list columns), asked for after the
+        epoch's last step and before an after-epoch refresh of `a`."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -99,27 +100,32 @@ class Method:
         self.set_class_acc(state["class_acc"])
 
 
+# Each method declares its colour too: the same in every figure of every report (a reader learns
+# them once), and a method added here cannot be forgotten there.
 METHODS: Registry[Any] = Registry("method")
 
 
-@METHODS.register("ce", description="plain cross-entropy")
+@METHODS.register("ce", description="plain cross-entropy", colour="#7f7f7f")
 class CrossEntropy(Method):
     pass
 
 
-@METHODS.register("balanced_softmax", description="Balanced Softmax (logits + log prior)")
+@METHODS.register("balanced_softmax", description="Balanced Softmax (logits + log prior)",
+                  colour="#ff7f0e")
 class BalancedSoftmax(Method):
     def per_sample_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return losses.balanced_softmax(logits, y, self.log_prior)
 
 
-@METHODS.register("focal", description="focal loss, gamma = method.focal_gamma")
+@METHODS.register("focal", description="focal loss, gamma = method.focal_gamma",
+                  colour="#8c564b")
 class Focal(Method):
     def per_sample_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return losses.focal(logits, y, self.cfg.method.focal_gamma)
 
 
-@METHODS.register("class_balanced", description="CE weighted by inverse effective number")
+@METHODS.register("class_balanced", description="CE weighted by inverse effective number",
+                  colour="#9467bd")
 class ClassBalanced(Method):
     def __init__(self, cfg: Config, train_counts: list[int], device: torch.device) -> None:
         super().__init__(cfg, train_counts, device)
@@ -132,7 +138,7 @@ class ClassBalanced(Method):
         return {"class_weight": self._w.tolist()}
 
 
-@METHODS.register("cdb_ce", description="CDB: CE weighted by (1 - a_c)^tau")
+@METHODS.register("cdb_ce", description="CDB: CE weighted by (1 - a_c)^tau", colour="#2ca02c")
 class CDBCrossEntropy(Method):
     uses_class_acc = True
 
@@ -143,7 +149,8 @@ class CDBCrossEntropy(Method):
         return {"class_acc_meta": self.class_acc.tolist(), "class_weight": self.weights().tolist()}
 
 
-@METHODS.register("difficulty_net", description="Difficulty-Net (meta-learned class weights)")
+@METHODS.register(DIFFICULTY_NET, description="Difficulty-Net (meta-learned class weights)",
+                  colour="#1f77b4")
 class DifficultyNetMethod(Method):
     """Spec §4: driver loss, virtual step, meta step on φ (Adam), then the real step on θ.
 

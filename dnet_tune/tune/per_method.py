@@ -22,16 +22,20 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from dnet_tune.tune import ray_internals
 from dnet_tune.tune.faults import interrupt, studies
-
-METHOD_KEY = "method.name"  # the flat config key a trial's method travels under
+from dnet_tune.tune.sampling import METHOD_KEY
 
 
 class PerMethodSearcher(Searcher):
     """Round-robin over one sub-searcher per method, `quota` trials each."""
+
+    # the studies' storage where the experiment is now: set by the driver before a restore
+    # (`save` leaves it out: a storage handle does not travel in Ray's snapshot)
+    rebind_to: Any = None
 
     def __init__(self, searchers: Mapping[str, Searcher], quota: int, metric: str,
                  mode: str) -> None:
@@ -78,7 +82,7 @@ class PerMethodSearcher(Searcher):
         driver sets `rebind_to`, the experiment's journal where it is now, before fitting)."""
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
-        studies.rebind(self.searchers, getattr(self, "rebind_to", None))
+        studies.rebind(self.searchers, self.rebind_to)
         self.reconciled = studies.reconcile(self.searchers)
 
 
@@ -101,25 +105,22 @@ class PerMethodScheduler(FIFOScheduler):
         Called when a trial ends. With `wait_for_snapshot` before each write of the live
         tables (at the end of the step), the tables never call a trial ended that Tune's saved
         state still has running, so a resume after a driver kill never re-runs the tail of a
-        trial the tables already showed as ended. This sets the flag Tune itself sets after
-        `num_to_keep` trial checkpoints (Ray 2.60 internals: `_checkpoint_manager`,
-        `_should_force_sync_up`; tests/tune/test_resume.py fails if they stop working).
+        trial the tables already showed as ended (`ray_internals.force_experiment_snapshot`).
         """
-        manager = getattr(controller, "_checkpoint_manager", None)
-        if manager is not None and hasattr(manager, "_should_force_sync_up"):
-            manager._should_force_sync_up = True
+        manager = ray_internals.force_experiment_snapshot(controller)
+        if manager is not None:
             self._snapshots = manager
 
     def wait_for_snapshot(self) -> None:
         """Wait until Tune's last experiment snapshot is in the storage (it is copied there in
         a background thread), so nothing written after it can be ahead of it."""
-        syncer = getattr(getattr(self._snapshots, "_storage", None), "syncer", None)
+        syncer = ray_internals.snapshot_syncer(self._snapshots)
         if syncer is not None:
             with contextlib.suppress(Exception):  # a failed copy is Tune's to report
                 syncer.wait()
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
-        self._metric = metric
+        ray_internals.set_scheduler_metric(self, metric)
         return all(s.set_search_properties(metric, mode, **spec)
                    for s in self.schedulers.values())
 
@@ -152,29 +153,24 @@ class PerMethodScheduler(FIFOScheduler):
         return super().choose_trial_to_run(tune_controller)
 
     def rung_records(self) -> dict[str, Any]:
-        """Each method's ASHA rungs (milestone -> {trial id: metric}) and stop count.
-
-        Reads AsyncHyperBandScheduler internals (`_brackets`, `_rungs`, `_num_stopped`) of Ray
-        2.60; tests/tune/test_per_method.py fails if they change.
-        """
-        return {m: {"rungs": [[(milestone, dict(recorded)) for milestone, recorded in b._rungs]
-                              for b in getattr(s, "_brackets", [])],  # none without ASHA
-                    "num_stopped": getattr(s, "_num_stopped", 0)}
+        """Each method's ASHA rungs (milestone -> {trial id: metric}) and stop count (none and
+        0 without ASHA)."""
+        return {m: {"rungs": ray_internals.asha_rungs(s),
+                    "num_stopped": ray_internals.asha_stopped(s)}
                 for m, s in self.schedulers.items()}
 
     def restore_rung_records(self, state: dict[str, Any]) -> None:
         """Put saved rung records back; records which trials had already been re-added."""
-        added = sum(len(getattr(s, "_trial_info", ())) for s in self.schedulers.values())
+        added = sum(ray_internals.asha_trials_added(s) for s in self.schedulers.values())
         for method, saved in state.items():
             asha = self.schedulers[method]
-            if not hasattr(asha, "_brackets"):  # --scheduler none: nothing to put back
+            if not isinstance(asha, AsyncHyperBandScheduler):  # --scheduler none: no rungs
                 continue
-            for bracket, rungs in zip(asha._brackets, saved["rungs"], strict=True):
-                if [m for m, _ in bracket._rungs] != [m for m, _ in rungs]:
+            for now, rungs in zip(ray_internals.asha_rungs(asha), saved["rungs"], strict=True):
+                if [m for m, _ in now] != [m for m, _ in rungs]:
                     raise ValueError(f"{method}: saved ASHA milestones {[m for m, _ in rungs]}"
-                                     f" differ from {[m for m, _ in bracket._rungs]}")
-                bracket._rungs = [(m, dict(recorded)) for m, recorded in rungs]
-            asha._num_stopped = saved["num_stopped"]
+                                     f" differ from {[m for m, _ in now]}")
+            ray_internals.set_asha_rungs(asha, saved["rungs"], saved["num_stopped"])
         self.restored = {"rung_records": sum(len(r) for s in state.values()
                                              for b in s["rungs"] for _, r in b),
                          "trials_added_before": added}

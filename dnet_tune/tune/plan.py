@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dnet_tune.config import config_from_dict, total_epochs
 from dnet_tune.errors import UserError
 
 
@@ -32,8 +33,8 @@ class SearchRequest:
     seed: int = 0
     smoke: bool = False
     confirm: bool = True
-    confirm_top: int | None = None  # K configs per method (default 3; smoke 1)
-    confirm_seeds: int | None = None  # S seeds each (default 3; smoke 2)
+    confirm_top: int | None = None  # K configs per method (None: CONFIRM_TOP; smoke 1)
+    confirm_seeds: int | None = None  # S seeds each (None: CONFIRM_SEEDS; smoke 2)
     sets: list[str] = field(default_factory=list)
     recipe: str | None = None  # a recipes/ layer under the trials' base config
     data_dir: str | None = None
@@ -46,6 +47,10 @@ class SearchRequest:
     sampler: str = "tpe"  # how Optuna proposes: "tpe", or "random" (the baseline of bench/)
     scheduler: str = "asha"  # "asha" stops weak trials; "none" runs every trial to the end
 
+
+# the confirmation's size when --confirm-top / --confirm-seeds are not given: (K, S)
+CONFIRM_TOP, CONFIRM_SEEDS = 3, 3
+SMOKE_CONFIRM_TOP, SMOKE_CONFIRM_SEEDS = 1, 2
 
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "none")
@@ -88,6 +93,23 @@ class SearchInterrupted(Exception):
 
     def __init__(self, experiment: str) -> None:
         super().__init__(experiment)
+        self.experiment = experiment
+
+
+class StorageStopped(Exception):
+    """The storage refused a write part-way (full, read-only, gone): the search stopped there.
+
+    Writes are atomic, so every file written before is whole; once search.json exists the
+    experiment is resumable, and the message says how.
+    """
+
+    def __init__(self, experiment: str, location: str, reason: str, started: bool) -> None:
+        then = (f"what it wrote before is kept in {experiment}; free space (or make it "
+                f"writable), then continue with: dnet-tune search --resume {experiment}"
+                if started else "the search did not start; free space (or make it writable) "
+                                "and run it again")
+        super().__init__(f"the storage refused a write: cannot write '{location}' ({reason}); "
+                         f"{then}")
         self.experiment = experiment
 
 
@@ -179,12 +201,12 @@ LENGTH_KEYS = ("train.epochs", "stage2.enabled", "stage2.epochs")
 
 
 def run_epochs(base: dict[str, Any]) -> int:
-    """Epochs of a whole trial: stage 1 (the budget's max_epochs), then stage 2 when enabled.
+    """Epochs of a whole trial of the base config (`config.total_epochs`: stage 1, the budget's
+    max_epochs, then stage 2 when enabled; the length keys are never sampled, `LENGTH_KEYS`).
 
     ASHA's max_t and the finished/stopped status use this, so stage 2 is never cut off.
     """
-    stage2 = base.get("stage2") or {}
-    return int(base["train"]["epochs"]) + (int(stage2["epochs"]) if stage2.get("enabled") else 0)
+    return total_epochs(config_from_dict(base))
 
 
 def budget_for(req: SearchRequest, space: HasBudgets) -> Budget:
@@ -206,8 +228,8 @@ def confirmation_for(req: SearchRequest) -> Confirmation | None:
     """K and S from the flags (smoke: 1 and 2); seeds the search never trained with."""
     if not req.confirm:
         return None
-    top = req.confirm_top or (1 if req.smoke else 3)
-    count = req.confirm_seeds or (2 if req.smoke else 3)
+    top = req.confirm_top or (SMOKE_CONFIRM_TOP if req.smoke else CONFIRM_TOP)
+    count = req.confirm_seeds or (SMOKE_CONFIRM_SEEDS if req.smoke else CONFIRM_SEEDS)
     return Confirmation(top, [req.seed + 1 + i for i in range(count)])
 
 

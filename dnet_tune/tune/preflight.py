@@ -29,17 +29,11 @@ def check_storage(root: str) -> None:
     if is_uri(root) and not root.startswith("file://"):
         _probe_uri(root)
         return
-    local = Path(root[len("file://"):] if root.startswith("file://") else root)
-    folder = local
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = _nearest_folder(root)
     if not folder.is_dir():
         raise UserError(f"--storage '{root}': '{folder}' is a file, not a folder")
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dnet-tune-probe-") as f:
-            f.write(b"\0" * PROBE_BYTES)
-            f.flush()
-            os.fsync(f.fileno())
+        _probe_local(folder)
     except OSError as exc:
         raise UserError(f"--storage '{root}' is not writable ({exc.strerror or exc} in "
                         f"'{folder}'); pass a folder you can write to") from None
@@ -50,6 +44,39 @@ def check_storage(root: str) -> None:
         raise UserError(f"--storage '{root}' is almost full: {free_mb:.0f} MiB free in "
                         f"'{folder}', a search needs at least {need:.0f} MiB; free some space "
                         f"or pass another --storage")
+
+
+def _nearest_folder(location: str) -> Path:
+    """The local path itself, or its nearest ancestor that exists."""
+    folder = Path(location.removeprefix("file://"))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _probe_local(folder: Path) -> None:
+    """A temp file written, synced and removed: OSError if the folder takes no writes."""
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".dnet-tune-probe-") as f:
+        f.write(b"\0" * PROBE_BYTES)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def refused_write(location: str) -> str | None:
+    """Why `location` (or, locally, its nearest existing folder) now refuses a small write
+    (full, read-only), or None if it takes one: after a failure deep inside a library, this
+    tells a storage that stopped taking writes from a bug."""
+    if is_uri(location) and not location.startswith("file://"):
+        try:
+            _probe_uri(location)
+        except UserError as exc:
+            return str(exc)
+        return None
+    try:
+        _probe_local(_nearest_folder(location))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def _probe_uri(root: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from dnet_tune.errors import UserError
+from dnet_tune.tune import ray_internals
 from dnet_tune.tune.plan import SearchRequest, gpus_per_trial, trial_slots
 
 RAY_TEMP_ENV = "DNET_RAY_TEMP_DIR"  # tests point Ray's session files at a pytest tmp dir
@@ -73,7 +74,7 @@ def connect(address: str | None) -> LocalRay | None:
             raise mismatch from None
         return None
     if os.environ.get(RAY_TEMP_ENV):
-        kwargs["_temp_dir"] = os.environ[RAY_TEMP_ENV]
+        kwargs.update(ray_internals.temp_dir_option(os.environ[RAY_TEMP_ENV]))
     local = LocalRay()
     # Ray's daemons are started from this process's environment and workers from theirs:
     # the mark reaches all of them, and leaves ours right after

@@ -10,8 +10,11 @@ Layout of `<storage>/<name>/` (beside Ray's own experiment files):
   best_config.yaml   the winner's, chosen by confirmed mean val
   search.json        what was asked and what each method spent: budget, resources, seeds
 
-Storage may be a local path or a URI (see `storage`). If writing fails, what Ray recorded is
-kept as JSON (`raw_results.json`) and the error names it: a finished search is never lost.
+Storage may be a local path or a URI (see `storage`). If building the tables fails, what Ray
+recorded is kept as JSON (`raw_results.json`) and the error names it: a finished search is never
+lost. If the storage itself refuses the write (full, read-only), the tables written before stay
+as they were and the error says so (`StorageWriteError`): the search resumes once it takes
+writes again. A file here that no longer parses is one line naming it (`DamagedFile`).
 """
 
 from __future__ import annotations
@@ -21,13 +24,25 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnet_tune.errors import UserError
+from dnet_tune.errors import DamagedFile, UserError
 from dnet_tune.fileio import json_safe
-from dnet_tune.tune.storage import exists, join, read_bytes, read_table, write_bytes, write_table
+from dnet_tune.shot_groups import SHOT_GROUPS
+from dnet_tune.tune.sampling import METHOD_KEY, sampled_config_keys
+from dnet_tune.tune.storage import (
+    RESTORE,
+    StorageWriteError,
+    exists,
+    join,
+    read_json,
+    read_table,
+    write_bytes,
+    write_table,
+)
 from dnet_tune.yamlio import dump_yaml
 
-AT_BEST = ("val_acc", "val_many", "val_medium", "val_few", "test_acc", "test_many",
-           "test_medium", "test_few")
+# The metrics of the epoch a run selected on V, as the trainer names them: each trial's in
+# summary.parquet (`<metric>_at_best`), each confirmation run's in confirm.parquet (`confirm`).
+AT_BEST = tuple(f"{split}_{k}" for split in ("val", "test") for k in ("acc", *SHOT_GROUPS))
 
 
 class ResultsWriteError(Exception):
@@ -111,6 +126,17 @@ def summary_rows(records: list[TrialRecord], max_epochs: int,
     return out
 
 
+def sampled_values(trial: dict[str, Any], virtual: set[str] | frozenset[str]
+                   ) -> dict[str, Any]:
+    """What the searcher chose for a trial, from its summary row: its `config/` columns as config
+    keys, without the method (the row's own `method`), the names that only steer sampling
+    (`virtual`) and the values a trial of another method left empty in the shared table."""
+    flat = {k.removeprefix("config/"): v for k, v in trial.items()
+            if k.startswith("config/") and v is not None}
+    flat.pop(METHOD_KEY, None)
+    return sampled_config_keys(flat, virtual)
+
+
 def compute_by_method(summary: list[dict[str, Any]], confirm: list[dict[str, Any]],
                       gpus_per_trial: float) -> dict[str, dict[str, Any]]:
     """What each method spent, so a reader can check that the budgets match."""
@@ -144,6 +170,8 @@ def write_tables(exp: str, records: list[TrialRecord], summary: list[dict[str, A
         write_table(join(exp, "summary.parquet"), summary)
         if confirm:
             write_table(join(exp, "confirm.parquet"), confirm)
+    except StorageWriteError:  # the same storage would refuse raw_results.json too
+        raise
     except Exception as exc:
         raw = join(exp, "raw_results.json")
         write_bytes(raw, json.dumps(json_safe({
@@ -152,16 +180,38 @@ def write_tables(exp: str, records: list[TrialRecord], summary: list[dict[str, A
                                 f"{exc}); every reported epoch is in {raw}") from exc
 
 
+SEARCH_JSON = "search.json"
+SUMMARY_REMEDY = (f"{RESTORE}, or, if the search did not finish, continue it with --resume, "
+                  f"which writes it again")
+CONFIRM_REMEDY = f"{RESTORE}, or move it away to see the search's own, unconfirmed numbers"
+
+
+def read_search_json(exp: str, hint: str = "pass <storage>/<name> of a search") -> dict[str, Any]:
+    """search.json of `exp`: what was asked, the status, the driver; missing or damaged is one
+    line (every command that opens an experiment starts here)."""
+    path = join(exp, SEARCH_JSON)
+    if not exists(path):
+        raise UserError(f"'{exp}' is not a dnet-tune experiment (no {SEARCH_JSON}); {hint}")
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise DamagedFile(path, f"a JSON {type(meta).__name__}, not the search's record",
+                          RESTORE)
+    return meta
+
+
+def read_confirm(exp: str) -> list[dict[str, Any]]:
+    """The confirmation rows written so far (none without confirm.parquet)."""
+    path = join(exp, "confirm.parquet")
+    return read_table(path, CONFIRM_REMEDY) if exists(path) else []
+
+
 def load_experiment(exp: str) -> tuple[dict[str, Any], list[dict[str, Any]],
                                        list[dict[str, Any]]]:
     """search.json, summary rows and confirmation rows (empty without confirmation).
 
     A running or interrupted search may have no summary yet (no trial reported): no rows.
     """
-    if not exists(join(exp, "search.json")):
-        raise UserError(f"'{exp}' is not a dnet-tune experiment (no search.json); pass "
-                        f"<storage>/<name> of a search")
-    meta = json.loads(read_bytes(join(exp, "search.json")))
+    meta = read_search_json(exp)
     if not exists(join(exp, "summary.parquet")):
         if meta.get("status", "finished") == "finished":
             raise UserError(f"'{exp}' has no summary.parquet; its results were not written")
@@ -169,8 +219,17 @@ def load_experiment(exp: str) -> tuple[dict[str, Any], list[dict[str, Any]],
     # experiments written before searches had several methods: one method and an untuned
     # `ce` row (role "baseline"), which is no tuned method and is left out
     summary = [{"method": meta.get("method"), **r}
-               for r in read_table(join(exp, "summary.parquet"))
+               for r in read_table(join(exp, "summary.parquet"), SUMMARY_REMEDY)
                if r.get("role", "search") == "search"]
-    confirm_path = join(exp, "confirm.parquet")
-    confirm = read_table(confirm_path) if exists(confirm_path) else []
-    return meta, summary, confirm
+    return meta, summary, read_confirm(exp)
+
+
+def mark_interrupted(exp: str) -> bool:
+    """search.json says `interrupted` (a search that stopped part-way and can be resumed);
+    False if it could not be read or written (the storage is still refusing writes)."""
+    try:
+        meta = read_search_json(exp)
+        write_json(join(exp, SEARCH_JSON), {**meta, "status": "interrupted"})
+    except (UserError, StorageWriteError):
+        return False
+    return True

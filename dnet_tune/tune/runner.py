@@ -14,41 +14,30 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune import result as ray_result
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from dnet_tune.tune import ray_internals
 from dnet_tune.tune.faults.interrupt import StopAtEpochBoundary
 from dnet_tune.tune.faults.live_results import LiveTables
 from dnet_tune.tune.faults.studies import study_name
 from dnet_tune.tune.per_method import (
-    METHOD_KEY,
     PerMethodScheduler,
     PerMethodSearcher,
     SchedulerState,
 )
 from dnet_tune.tune.plan import Budget, Resources, run_epochs
 from dnet_tune.tune.results import TrialRecord, record_status
-from dnet_tune.tune.sampling import apply_flat, define_by_run
+from dnet_tune.tune.sampling import METHOD_KEY, apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
 from dnet_tune.tune.tensorboard_events import TensorBoardCallback
-from dnet_tune.tune.trainable import DataHandle, TrialSetup, run_trial
+from dnet_tune.tune.trainable import RAY_KEYS, DataHandle, TrialSetup, run_trial
 from dnet_tune.tune.view import SearchView
-
-# What Ray adds to every reported result; everything else is the trainer's own metrics (plus
-# where it ran), so a metric the trainer gains reaches trials.parquet without a list to update.
-RAY_KEYS = frozenset(ray_result.AUTO_RESULT_KEYS) | {
-    ray_result.DONE, ray_result.TRIAL_ID, ray_result.EXPERIMENT_TAG,
-    ray_result.SHOULD_CHECKPOINT, ray_result.RESULT_DUPLICATE, ray_result.TRIAL_INFO,
-} - {"hostname"}  # ours: placement() reports it with node_id and device
 
 
 def epoch_row(result: dict[str, Any]) -> dict[str, Any]:
+    """A result without Ray's keys: a metric the trainer gains reaches trials.parquet without a
+    list to update."""
     return {k: v for k, v in result.items() if k not in RAY_KEYS}
-
-
-# The objects of ours that `Tuner.restore` unpickled from the experiment (they register
-# themselves when unpickled): the driver's handle on what the restored run will call.
-_UNPICKLED: dict[str, Any] = {}
 
 
 class Recorder(tune.Callback):
@@ -80,7 +69,6 @@ class Recorder(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["trial_setup"], None, state.get("scheduler"),  # type: ignore[misc]
                       state.get("searcher"))
-        _UNPICKLED["recorder"] = self
 
     def get_state(self) -> dict[str, Any] | None:
         return {"records": [vars(r) for r in self.records.values()],
@@ -97,14 +85,15 @@ class Recorder(tune.Callback):
                            f"{len(self.records) - len(ended)} continue from their checkpoints")
 
     def status(self, rec: TrialRecord) -> str:
-        return record_status(rec, run_epochs(self.trial_setup.base))
+        return record_status(rec, run_epochs(self.trial_setup.bases[rec.method]))
 
     def _record(self, trial: Any) -> TrialRecord:
         rec = self.records.get(trial.trial_id)
         if rec is None:
             flat = dict(trial.config)
             rec = TrialRecord(trial.trial_id, flat[METHOD_KEY], flat,
-                              apply_flat(self.trial_setup.base, flat, self.trial_setup.virtual),
+                              apply_flat(self.trial_setup.base_for(flat), flat,
+                                         self.trial_setup.virtual),
                               index=len(self.records))
             self.records[trial.trial_id] = rec
         return rec
@@ -170,7 +159,7 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TunerSpec:
     """Everything a Tuner is built from (and a restored one checked against)."""
 
@@ -178,7 +167,8 @@ class TunerSpec:
     methods: list[str]
     seed: int
     budget: Budget
-    base: dict[str, Any]
+    bases: dict[str, dict[str, Any]]  # each method's base config
+    epochs: int  # every trial's length (max_epochs + stage 2's), the same for every method
     resources: Resources
     name: str
     storage: str
@@ -209,7 +199,7 @@ def _prepare(spec: TunerSpec, data: DataHandle) -> tuple[Any, TrialSetup]:
     # at verbose 0 is silent, and our view replaces it.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     virtual = frozenset(n for m in spec.methods for n in spec.space.virtual_names(m))
-    setup = TrialSetup(spec.base, virtual)
+    setup = TrialSetup(spec.bases, virtual)
     res = spec.resources
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, setup=setup),
@@ -229,7 +219,7 @@ def _scheduler(spec: TunerSpec) -> TrialScheduler:
     """One method's scheduler: ASHA on epochs, or none (FIFO: every trial runs to the end)."""
     if spec.scheduler == "none":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", max_t=run_epochs(spec.base),
+    return ASHAScheduler(time_attr="epoch", max_t=spec.epochs,
                          grace_period=spec.budget.grace_period,
                          reduction_factor=spec.budget.reduction_factor)
 
@@ -250,7 +240,7 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
     scheduler = PerMethodScheduler(lambda: _scheduler(spec), methods)
     recorder = Recorder(setup, view, scheduler, searcher)
     recorder.exp = exp
-    callbacks = [recorder, SchedulerState(scheduler), LiveTables(recorder, run_epochs(spec.base)),
+    callbacks = [recorder, SchedulerState(scheduler), LiveTables(recorder, spec.epochs),
                  StopAtEpochBoundary(), TensorBoardCallback()]
     tuner = tune.Tuner(
         trainable,
@@ -282,11 +272,13 @@ def restore_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str)
     study has it as FAIL. The searcher, the callbacks' state (our records, the ASHA rungs) and
     the trial states all come from Tune's last snapshot, so they agree with each other.
     """
-    trainable, _ = _prepare(spec, data)
-    _UNPICKLED.clear()
+    trainable, setup = _prepare(spec, data)
     tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True,
                                resume_errored=False)
-    recorder = _UNPICKLED.pop("recorder")
+    # the Recorder unpickled with the experiment is the one the restored run will call; it
+    # resolves trial configs as the new trainable does (both from the stored request)
+    (recorder,) = [c for c in ray_internals.restored_callbacks(tuner) if isinstance(c, Recorder)]
+    recorder.trial_setup = setup
     recorder.view = view
     recorder.exp = exp
     if recorder.searcher is not None:  # used when Tune restores the searcher's snapshot

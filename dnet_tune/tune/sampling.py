@@ -15,6 +15,8 @@ from dnet_tune.dotted import merge, unflatten
 from dnet_tune.errors import UserError
 from dnet_tune.tune.space import Param, SearchSpace
 
+METHOD_KEY = "method.name"  # the flat config key a trial's method travels under
+
 
 def define_by_run(space: SearchSpace, method: str) -> DefineByRun:
     return DefineByRun(space.params_for(method))

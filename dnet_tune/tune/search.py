@@ -10,15 +10,17 @@ search.json (`resume`) and continues Tune's own experiment instead of starting o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from dnet_tune.config import config_to_dict, parse_set
+from dnet_tune.console import print_copyable
 from dnet_tune.dotted import flatten, merge
 from dnet_tune.errors import UserError
+from dnet_tune.method import DIFFICULTY_NET
 from dnet_tune.tune import confirm, driver, results, runner, storage
 from dnet_tune.tune.faults import interrupt, resume, studies
 from dnet_tune.tune.plan import (
@@ -29,6 +31,7 @@ from dnet_tune.tune.plan import (
     SearchInterrupted,
     SearchOutcome,
     SearchRequest,
+    StorageStopped,
     algorithm_note,
     budget_for,
     check_arguments,
@@ -39,6 +42,7 @@ from dnet_tune.tune.plan import (
 )
 from dnet_tune.tune.report import chosen_configs
 from dnet_tune.tune.report.text import comparison_table, difference_line
+from dnet_tune.tune.results import TrialRecord
 from dnet_tune.tune.sampling import check_against_config
 from dnet_tune.tune.space import SearchSpace, default_space_path
 from dnet_tune.tune.space_file import load_space
@@ -69,11 +73,23 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
     return merge(merge(base, {"train": train}), smoke)
 
 
+def run_length(bases: dict[str, dict[str, Any]]) -> int:
+    """The epochs every trial runs: one ASHA schedule (one `max_t`) and one table of trial
+    statuses need one length for all methods."""
+    lengths = {m: run_epochs(b) for m, b in bases.items()}
+    if len(set(lengths.values())) > 1:
+        each = ", ".join(f"{m} {n}" for m, n in lengths.items())
+        raise UserError(f"the methods' configs train for different numbers of epochs ({each}); "
+                        f"a search runs every trial for the same length: set train.epochs and "
+                        f"stage2 the same for all")
+    return next(iter(lengths.values()))
+
+
 def resolve_methods(req: SearchRequest, space: SearchSpace) -> list[str]:
     """--methods, else Difficulty-Net and the space file's baselines; every name registered."""
     from dnet_tune.method.methods import METHODS
 
-    methods = req.methods or ["difficulty_net", *space.baselines]
+    methods = req.methods or [DIFFICULTY_NET, *space.baselines]
     for m in methods:
         METHODS.get(m)  # an unknown name is one line listing the valid ones
     return methods
@@ -87,7 +103,8 @@ class CheckedSearch:
     space: SearchSpace
     methods: list[str]
     budget: Budget
-    base: dict[str, Any]
+    bases: dict[str, dict[str, Any]]  # each method's base config, by method name
+    epochs: int  # how long every trial runs (max_epochs + stage 2's)
     dataset: Any
     confirmation: Confirmation | None
     fingerprint: dict[str, Any]
@@ -136,10 +153,11 @@ def plan_search(req: SearchRequest) -> CheckedSearch:
                                 f"runs and cannot be searched under one ASHA schedule; fix it "
                                 f"under `fixed:` or with --set")
     budget = budget_for(req, space)
-    for method in methods:  # every method's configs are valid before anything runs
-        base = base_config(req, space, budget, method)
+    bases = {m: base_config(req, space, budget, m) for m in methods}
+    for method, base in bases.items():  # every method's configs are valid before anything runs
         check_against_config(space, base, method, samples=3, seed=req.seed)
-    if base["data"]["val_per_class"] < 1:
+    epochs = run_length(bases)
+    if any(b["data"]["val_per_class"] < 1 for b in bases.values()):
         raise UserError("the search selects on the validation split; set data.val_per_class "
                         ">= 1 (the 'paper' profile has none: use it with train only)")
     confirmation = confirmation_for(req)
@@ -147,9 +165,11 @@ def plan_search(req: SearchRequest) -> CheckedSearch:
                             req.sets)
     if resumed is not None:
         resume.check_fingerprint(resumed["fingerprint"], fp, space_path)
-    dataset = build_dataset(config_from_dict(base).data)  # missing data fails before Ray
-    return CheckedSearch(req, space, methods, budget, base, dataset, confirmation, fp, pinned,
-                         resumed)
+    # one dataset serves every method (what a run trains on never depends on its method);
+    # missing data fails here, before Ray starts
+    dataset = build_dataset(config_from_dict(bases[methods[0]]).data)
+    return CheckedSearch(req, space, methods, budget, bases, epochs, dataset, confirmation, fp,
+                         pinned, resumed)
 
 
 def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
@@ -176,12 +196,40 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
         res = plan_resources(req, ray.cluster_resources())
         if plan.pinned:
             console.print(f"fixed by --set, not searched: {', '.join(plan.pinned)}")
-        return _execute(plan, res, name, root, exp, console)
+        try:
+            return _execute(plan, res, name, root, exp, console)
+        except Exception as exc:
+            stopped = _storage_stopped(exc, exp)
+            if stopped is None:
+                raise
+            raise stopped from exc
     finally:
         if req.wait_for_gpus > 0 and ray.is_initialized():
             release_gpus()
         if local is not None:
             local.shutdown()
+
+
+def _storage_stopped(exc: Exception, exp: str) -> StorageStopped | None:
+    """A search that died because its storage stopped taking writes, as one resumable line.
+
+    Our own writes say so (`StorageWriteError`); Ray's fail in their own ways (a trial's error
+    file cut short by a full disk is read back as an EOFError), so another failure counts as
+    the storage's when a small probe write into the experiment is refused too.
+    """
+    from dnet_tune.tune.preflight import refused_write
+
+    if isinstance(exc, storage.StorageWriteError):
+        where, why = exc.location, exc.reason
+    elif isinstance(exc, (UserError, SearchInterrupted)):
+        return None
+    elif (refused := refused_write(exp)) is not None:
+        where, why = exp, refused
+    else:
+        return None
+    started = results.mark_interrupted(exp) or storage.exists(
+        storage.join(exp, results.SEARCH_JSON))
+    return StorageStopped(exp, where, why, started)
 
 
 def _start_meta(plan: CheckedSearch, res: Resources, name: str) -> dict[str, Any]:
@@ -196,7 +244,7 @@ def _start_meta(plan: CheckedSearch, res: Resources, name: str) -> dict[str, Any
         studies.JOURNAL if studies.default_location(req.storage) else None)
     return {"experiment": name, "dataset": req.dataset, "methods": plan.methods,
             "space": str(Path(plan.space.path).resolve()), "budget": vars(plan.budget),
-            "epochs_per_trial": run_epochs(plan.base),  # max_epochs + stage 2's, if on
+            "epochs_per_trial": plan.epochs,  # max_epochs + stage 2's, if on
             "seed": req.seed,
             "confirm": ({"top": conf.top, "seeds": conf.seeds} if conf else {"top": 1}),
             "virtual_params": sorted({n for m in plan.methods
@@ -226,8 +274,53 @@ def _existing_confirm(exp: str) -> list[dict[str, Any]]:
     return storage.read_table(path) if storage.exists(path) else []
 
 
+@dataclass
+class _Search:
+    """One search from `_open` to `_close`: what the steps share and fill in."""
+
+    plan: CheckedSearch
+    res: Resources
+    exp: str
+    meta: dict[str, Any]  # search.json as it will be written next
+    optuna_storage: Any  # the studies' storage; None: in memory (Ray's searcher snapshot)
+    data: Any  # trainable.DataHandle: the dataset's one copy in Ray's object store
+    view: SearchView
+    spec: runner.TunerSpec
+    confirm_rows: list[dict[str, Any]]  # confirm.parquet's rows (a resume's earlier ones first)
+    run: runner.TunerRun | None = None
+    records: list[TrialRecord] = field(default_factory=list)
+    summary: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def meta_path(self) -> str:
+        return storage.join(self.exp, "search.json")
+
+
 def _execute(plan: CheckedSearch, res: Resources, name: str, root: str, exp: str,
              console: Console) -> SearchOutcome:
+    """Open, run the trials, confirm, close. A first Ctrl-C ends it `interrupted` after the
+    step it came in; a second one leaves at once, resumable from what was saved."""
+    search = _open(plan, res, name, root, exp, console)
+    with interrupt.catching(search.view.note):
+        try:
+            _run_trials(search)
+            if interrupt.requested() or not _confirm(search, console):
+                return _interrupted(search)
+        except KeyboardInterrupt:  # the second Ctrl-C: out now, resumable from what is saved
+            if search.run is not None:
+                records = runner.collect(search.run)
+                results.write_tables(exp, records, results.summary_rows(records, plan.epochs),
+                                     [])
+            results.write_json(search.meta_path, {**search.meta, "status": "interrupted"})
+            raise SearchInterrupted(exp) from None
+    _close(search)
+    return _finish(plan, exp, search.meta, search.summary, search.confirm_rows, console)
+
+
+def _open(plan: CheckedSearch, res: Resources, name: str, root: str, exp: str,
+          console: Console) -> _Search:
+    """The studies' storage, search.json (status `running`), the dataset in Ray's object store,
+    the live view and the Tuner's spec."""
     import ray
 
     from dnet_tune.tune.trainable import DataHandle
@@ -241,74 +334,80 @@ def _execute(plan: CheckedSearch, res: Resources, name: str, root: str, exp: str
     warm = _warm_start(plan, root, exp, console) if plan.resumed is None else None
     if warm is not None:
         meta["warm_start"] = warm.record()
-    meta_path = storage.join(exp, "search.json")
-    results.write_json(meta_path, meta)
+    results.write_json(storage.join(exp, "search.json"), meta)
     data = DataHandle(ray.put(plan.dataset))  # the one object-store copy every trial reads
     view = SearchView(console, f"{name}: {req.dataset} · {', '.join(methods)}"
                                f"{algorithm_note(req.sampler, req.scheduler)}",
                       budget.trials * len(methods))
-    spec = runner.TunerSpec(plan.space, methods, req.seed, budget, plan.base, res, name, root,
-                            req.reuse_actors, req.max_failures, optuna_storage,
-                            warm.points if warm is not None else {}, req.sampler,
-                            req.scheduler)
-    run: runner.TunerRun | None = None
-    confirm_rows: list[dict[str, Any]] = _existing_confirm(exp) if plan.resumed else []
-    with interrupt.catching(view.note):
-        try:
-            if plan.resumed is not None:
-                run = runner.restore_tuner(spec, data, view, exp)
-            else:
-                run = runner.build_tuner(spec, data, view, exp)
-            runner.fit_quietly(run, view)
-            records = runner.collect(run)
-            summary = results.summary_rows(records, run_epochs(plan.base))
-            results.write_tables(exp, records, summary, confirm_rows)
-            if plan.resumed is not None and run.scheduler is not None:
-                meta["resumes"][-1]["asha_restored"] = run.scheduler.restored
-                meta["resumes"][-1]["studies"] = getattr(run.recorder.searcher, "reconciled",
-                                                         None)
-            if interrupt.requested():
-                return _interrupted(meta, meta_path, exp, summary)
-            conf = plan.confirmation
-            if conf is not None:
-                done = {confirm.key(r) for r in confirm_rows}
-                jobs = [j for j in confirm.jobs_for(summary, {r.trial_id: r for r in records},
-                                                    methods, conf.top, conf.seeds)
-                        if confirm.key(j) not in done]
-                if jobs:
-                    earlier = list(confirm_rows)
-                    progress = ProgressLine(
-                        console, f"confirming the top {conf.top} of each method with seeds "
-                        f"{', '.join(map(str, conf.seeds))}", len(jobs) + len(earlier))
-                    progress.done = len(earlier)
-                    new = confirm.run_jobs(jobs, data, res, progress, lambda rows: storage.
-                                           write_table(storage.join(exp, "confirm.parquet"),
-                                                       earlier + rows))
-                    confirm_rows = earlier + new
-                    if interrupt.requested():
-                        return _interrupted(meta, meta_path, exp, summary)
-        except KeyboardInterrupt:  # the second Ctrl-C: out now, resumable from what is saved
-            if run is not None:
-                records = runner.collect(run)
-                results.write_tables(exp, records,
-                                     results.summary_rows(records, run_epochs(plan.base)), [])
-            results.write_json(meta_path, {**meta, "status": "interrupted"})
-            raise SearchInterrupted(exp) from None
-    meta.update({"compute": results.compute_by_method(summary, confirm_rows,
-                                                      res.gpus_per_trial),
-                 "peak_running_trials": run.recorder.peak_running, "status": "finished"})
-    if optuna_storage is not None:
+    spec = runner.TunerSpec(
+        space=plan.space, methods=methods, seed=req.seed, budget=budget, bases=plan.bases,
+        epochs=plan.epochs, resources=res, name=name, storage=root,
+        reuse_actors=req.reuse_actors, max_failures=req.max_failures,
+        optuna_storage=optuna_storage, warm_start=warm.points if warm is not None else {},
+        sampler=req.sampler, scheduler=req.scheduler)
+    return _Search(plan, res, exp, meta, optuna_storage, data, view, spec,
+                   confirm_rows=_existing_confirm(exp) if plan.resumed else [])
+
+
+def _run_trials(search: _Search) -> None:
+    """Build (or restore) the Tuner and fit it; then the tables, and what a resume restored."""
+    plan = search.plan
+    if plan.resumed is not None:
+        search.run = runner.restore_tuner(search.spec, search.data, search.view, search.exp)
+    else:
+        search.run = runner.build_tuner(search.spec, search.data, search.view, search.exp)
+    runner.fit_quietly(search.run, search.view)
+    search.records = runner.collect(search.run)
+    search.summary = results.summary_rows(search.records, plan.epochs)
+    results.write_tables(search.exp, search.records, search.summary, search.confirm_rows)
+    if plan.resumed is not None and search.run.scheduler is not None:
+        search.meta["resumes"][-1]["asha_restored"] = search.run.scheduler.restored
+        search.meta["resumes"][-1]["studies"] = getattr(search.run.recorder.searcher,
+                                                        "reconciled", None)
+
+
+def _confirm(search: _Search, console: Console) -> bool:
+    """The confirmation runs not yet in confirm.parquet, each row written as it finishes;
+    False if a Ctrl-C stopped them."""
+    conf = search.plan.confirmation
+    if conf is None:
+        return True
+    done = {confirm.key(r) for r in search.confirm_rows}
+    jobs = [j for j in confirm.jobs_for(search.summary, {r.trial_id: r for r in search.records},
+                                        search.plan.methods, conf.top, conf.seeds)
+            if confirm.key(j) not in done]
+    if not jobs:
+        return True
+    earlier = list(search.confirm_rows)
+    progress = ProgressLine(console, f"confirming the top {conf.top} of each method with seeds "
+                            f"{', '.join(map(str, conf.seeds))}", len(jobs) + len(earlier))
+    progress.done = len(earlier)
+    path = storage.join(search.exp, "confirm.parquet")
+    new = confirm.run_jobs(jobs, search.data, search.res, progress,
+                           lambda rows: storage.write_table(path, earlier + rows))
+    search.confirm_rows = earlier + new
+    return not interrupt.requested()
+
+
+def _close(search: _Search) -> None:
+    """search.json `finished`, with the compute spent and the studies' trial counts; the
+    tables with the confirmation rows."""
+    assert search.run is not None  # _run_trials ran
+    meta = search.meta
+    meta.update({"compute": results.compute_by_method(search.summary, search.confirm_rows,
+                                                      search.res.gpus_per_trial),
+                 "peak_running_trials": search.run.recorder.peak_running, "status": "finished"})
+    if search.optuna_storage is not None:
         # the studies keep the name the experiment started with, even when it was moved
-        meta["optuna_trials"] = studies.counts(optuna_storage, meta["experiment"], methods)
-    results.write_tables(exp, records, summary, confirm_rows)
-    results.write_json(meta_path, meta)
-    return _finish(plan, exp, meta, summary, confirm_rows, console)
+        meta["optuna_trials"] = studies.counts(search.optuna_storage, meta["experiment"],
+                                               search.plan.methods)
+    results.write_tables(search.exp, search.records, search.summary, search.confirm_rows)
+    results.write_json(search.meta_path, meta)
 
 
-def _interrupted(meta: dict[str, Any], meta_path: str, exp: str,
-                 summary: list[dict[str, Any]]) -> SearchOutcome:
-    results.write_json(meta_path, {**meta, "status": "interrupted"})
-    return SearchOutcome(exp, summary, None, interrupted=True)
+def _interrupted(search: _Search) -> SearchOutcome:
+    results.write_json(search.meta_path, {**search.meta, "status": "interrupted"})
+    return SearchOutcome(search.exp, search.summary, None, interrupted=True)
 
 
 def _finish(plan: CheckedSearch, exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],
@@ -325,7 +424,8 @@ def _finish(plan: CheckedSearch, exp: str, meta: dict[str, Any], summary: list[d
         if diff is not None:
             console.print(difference_line(diff))
     if best is not None:
-        console.print(f"best: {best['method']} (trial {best['trial_id']}) mean val "
-                      f"{100 * best['val_mean']:.2f}% → {storage.join(exp, 'best_config.yaml')}; "
-                      f"every method's choice is in {storage.join(exp, 'best')}/")
+        print_copyable(console, f"best: {best['method']} (trial {best['trial_id']}) mean val "
+                                f"{100 * best['val_mean']:.2f}% → "
+                                f"{storage.join(exp, 'best_config.yaml')}; every method's "
+                                f"choice is in {storage.join(exp, 'best')}/")
     return SearchOutcome(exp, summary, best)

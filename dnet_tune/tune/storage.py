@@ -3,11 +3,18 @@
 pyarrow's filesystems handle both kinds; local writes are atomic (temp file + rename). Every
 storage location the search, the results writer and Ray see goes through `normalise` first, so a
 relative path means the same folder to all of them.
+
+This module is the one reader of the experiment's JSON and Parquet files and the one writer of
+everything the driver stores: a file that does not parse is a `DamagedFile` naming it, and a
+write the storage refuses (full, read-only, gone) is a `StorageWriteError` naming the location,
+which the search turns into "free space, then --resume".
 """
 
 from __future__ import annotations
 
 import io
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +22,20 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from dnet_tune.errors import UserError
+from dnet_tune.errors import DamagedFile, UserError, first_sentence
 from dnet_tune.fileio import atomic_write, rows_to_table, table_to_rows
+
+RESTORE = "restore it from a backup copy"
+
+
+class StorageWriteError(Exception):
+    """The storage refused a write: not the data's fault, and what was written before stays
+    (writes are atomic), so the search can be resumed once the storage takes writes again."""
+
+    def __init__(self, location: str, exc: OSError) -> None:
+        self.location = location
+        self.reason = exc.strerror or first_sentence(exc) or type(exc).__name__
+        super().__init__(f"cannot write '{location}' ({self.reason})")
 
 
 def is_uri(path: str) -> bool:
@@ -44,14 +63,23 @@ def join(location: str, *parts: str) -> str:
 
 
 def write_bytes(location: str, data: bytes) -> None:
-    if not is_uri(location) or location.startswith("file://"):
-        local = location[len("file://"):] if location.startswith("file://") else location
-        atomic_write(local, lambda p: p.write_bytes(data))
-        return
-    fs, path = _resolve(location)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
-        f.write(data)
+    try:
+        if not is_uri(location) or location.startswith("file://"):
+            local = location[len("file://"):] if location.startswith("file://") else location
+            atomic_write(local, lambda p: p.write_bytes(data))
+            return
+        fs, path = _resolve(location)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+    except OSError as exc:
+        raise StorageWriteError(location, exc) from exc
+
+
+def _cannot_read(location: str, exc: OSError) -> UserError:
+    if isinstance(exc, FileNotFoundError):
+        return UserError(f"'{location}' does not exist")
+    return UserError(f"cannot read '{location}' ({exc.strerror or first_sentence(exc) or exc})")
 
 
 def read_bytes(location: str) -> bytes:
@@ -59,8 +87,20 @@ def read_bytes(location: str) -> bytes:
     try:
         with fs.open_input_stream(path) as f:
             return bytes(f.read())
-    except (FileNotFoundError, OSError):
-        raise UserError(f"'{location}' does not exist") from None
+    except OSError as exc:
+        raise _cannot_read(location, exc) from None
+
+
+def read_json(location: str, remedy: str = RESTORE) -> Any:
+    """The JSON document at `location`; text that does not parse (cut short by a copy or a
+    full disk, overwritten) is a `DamagedFile` naming it, with `remedy` as what to do."""
+    data = read_bytes(location)
+    try:
+        return json.loads(data)
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8 text
+        where = (f" at line {exc.lineno}, column {exc.colno}"
+                 if isinstance(exc, json.JSONDecodeError) else "")
+        raise DamagedFile(location, f"not valid JSON{where}", remedy) from None
 
 
 def exists(location: str) -> bool:
@@ -82,8 +122,9 @@ def write_table(location: str, rows: list[dict[str, Any]]) -> None:
     write_bytes(location, sink.getvalue())
 
 
-def read_table(location: str) -> list[dict[str, Any]]:
-    """Rows of a Parquet file, read through Arrow's own file object.
+def read_table(location: str, remedy: str = RESTORE) -> list[dict[str, Any]]:
+    """Rows of a Parquet file, read through Arrow's own file object; one that does not parse is
+    a `DamagedFile` naming it, with `remedy` as what to do.
 
     Not from Python bytes: Arrow's Parquet reader finishes in its thread pool, and the last
     reference to a Python-backed buffer may then be dropped by a pool thread after the
@@ -94,8 +135,17 @@ def read_table(location: str) -> list[dict[str, Any]]:
     """
     fs, path = _resolve(location)
     try:
-        with fs.open_input_file(path) as f:
-            table = pq.read_table(f)
-    except (FileNotFoundError, OSError):
-        raise UserError(f"'{location}' does not exist") from None
-    return table_to_rows(table)
+        f = fs.open_input_file(path)
+    except OSError as exc:
+        raise _cannot_read(location, exc) from None
+    with f:
+        try:
+            return table_to_rows(pq.read_table(f))
+        except (pa.ArrowException, OSError, ValueError) as exc:  # cut short, bytes overwritten
+            raise DamagedFile(location, f"not a readable Parquet file: {_parquet_reason(exc)}",
+                              remedy) from None
+
+
+def _parquet_reason(exc: Exception) -> str:
+    """Arrow's message without the name it gives the source ('<Buffer>'), first sentence."""
+    return re.sub(r"^Could not open Parquet input source '[^']*': ", "", first_sentence(exc))

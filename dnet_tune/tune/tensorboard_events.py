@@ -20,23 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune import result as ray_result
 
-from dnet_tune.tune.per_method import METHOD_KEY
+from dnet_tune.tune.sampling import METHOD_KEY
+from dnet_tune.tune.trainable import RAY_KEYS
 
-# Ray's bookkeeping in every result; the rest is the trainer's epoch (plus where it ran)
-SKIP = frozenset(ray_result.AUTO_RESULT_KEYS) | {
-    ray_result.DONE, ray_result.TRIAL_ID, ray_result.EXPERIMENT_TAG,
-    ray_result.SHOULD_CHECKPOINT, ray_result.RESULT_DUPLICATE, ray_result.TRIAL_INFO, "epoch",
-}
+# Ray's bookkeeping and the step itself; the rest is the trainer's epoch (plus where it ran: text,
+# which is never charted)
+SKIP = RAY_KEYS | {"epoch"}
 MAX_PER_CLASS = 100  # beyond this, one chart per class is unusable: a histogram only
-GROUPS = ("val", "test", "train")
+SPLITS = ("val", "test", "train")  # a metric `<split>_x` is charted as `<split>/x`
 
 
 def scalar_tag(key: str) -> str:
     """val_acc -> val/acc: TensorBoard groups charts by the part before the slash."""
     head, _, rest = key.partition("_")
-    if head in GROUPS and rest:
+    if head in SPLITS and rest:
         return f"{head}/{rest}"
     return {"lr": "train/lr", "epoch_time_s": "time/epoch_s"}.get(key, f"other/{key}")
 

@@ -22,12 +22,21 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune import result as ray_result
 
 from dnet_tune.config import Config, config_from_dict
 from dnet_tune.data.base import LTDataset
-from dnet_tune.tune.sampling import apply_flat
+from dnet_tune.tune.sampling import METHOD_KEY, apply_flat
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# What Ray adds to every result a trial reports; everything else is ours (the trainer's epoch and
+# `placement`), which the Recorder keeps as trials.parquet's rows and the TensorBoard callback
+# draws. Ray's automatic keys include "hostname", so trials.parquet tells where an epoch ran by
+# placement's node_id and device.
+RAY_KEYS = frozenset(ray_result.AUTO_RESULT_KEYS) | {
+    ray_result.DONE, ray_result.TRIAL_ID, ray_result.EXPERIMENT_TAG,
+    ray_result.SHOULD_CHECKPOINT, ray_result.RESULT_DUPLICATE, ray_result.TRIAL_INFO,
+}
 
 
 @dataclass(frozen=True)
@@ -43,10 +52,15 @@ class DataHandle:
 
 @dataclass(frozen=True)
 class TrialSetup:
-    """What every trial shares: the resolved base config and which sampled names are structural."""
+    """What every trial shares: each method's resolved base config and which sampled names are
+    structural."""
 
-    base: dict[str, Any]
+    bases: dict[str, dict[str, Any]]  # method name -> its base config
     virtual: frozenset[str]
+
+    def base_for(self, flat: dict[str, Any]) -> dict[str, Any]:
+        """The base config of a trial's own method (its flat config names the method)."""
+        return self.bases[flat[METHOD_KEY]]
 
 
 def placement(device: Any) -> dict[str, Any]:
@@ -85,7 +99,7 @@ def diverged_result(epoch: int, reason: str) -> dict[str, Any]:
 def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> None:
     from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 
-    trainer = Trainer(trial_config(setup.base, config, setup.virtual), data.get())
+    trainer = Trainer(trial_config(setup.base_for(config), config, setup.virtual), data.get())
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:

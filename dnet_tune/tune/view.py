@@ -71,7 +71,8 @@ class SearchView(_LiveRegion):
 
     def error(self, trial_id: str, message: str) -> None:
         self.state[trial_id] = "errored"
-        self.console.print(f"[red]trial {trial_id} failed:[/] {message}")
+        # one line: it ends with the path of the trial's error.txt, to copy
+        self.console.print(f"[red]trial {trial_id} failed:[/] {message}", soft_wrap=True)
         self.live.update(self._render())
 
     def _render(self) -> Group:

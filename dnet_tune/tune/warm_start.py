@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dnet_tune.errors import UserError
-from dnet_tune.tune.per_method import METHOD_KEY
+from dnet_tune.tune import ray_internals
 from dnet_tune.tune.results import load_experiment
+from dnet_tune.tune.sampling import METHOD_KEY
 from dnet_tune.tune.space import SearchSpace
 from dnet_tune.tune.storage import exists, join, list_dirs
 
@@ -51,13 +52,6 @@ class WarmStart:
         """What search.json keeps: where each enqueued config came from."""
         return {"sources": self.sources, "dropped": sorted(self.dropped),
                 "skipped": sorted(self.skipped)}
-
-
-def _inside(dist: Any, value: Any) -> bool:
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False
 
 
 def _confirmed(summary: list[dict[str, Any]], confirm: list[dict[str, Any]],
@@ -101,7 +95,7 @@ def find(root: str, dataset: str, methods: list[str], space: SearchSpace, k: int
                     continue
                 if key not in dists:
                     out.dropped.add(key)
-                elif _inside(dists[key], value):
+                elif ray_internals.distribution_contains(dists[key], value):
                     point[key] = value
                 else:
                     out.skipped.add(f"{key}={value}")

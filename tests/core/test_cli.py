@@ -1,6 +1,7 @@
 """The CLI: user mistakes are one line on stderr, exit code 2 and nothing written."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +112,96 @@ def test_a_diverging_run_is_a_failure_in_one_line(cli, tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dnet-tune: error: the run diverged: ")
     assert "training loss became nan at epoch 1" in lines[0]
+
+
+def test_building_the_parser_loads_neither_torch_nor_ray():
+    """`dnet-tune --help` (and every parse) stays fast: the handlers import what they need."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dnet_tune.cli import build_parser; "
+            "build_parser().parse_args(['search']); "
+            "print(sorted(m for m in ('torch', 'ray', 'optuna', 'pyarrow', 'matplotlib') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=README.parent).stdout.strip()
+    assert out == "[]"
+
+
+def test_search_flags_default_to_the_request_s_fields():
+    """No default is restated: the flags left out give exactly SearchRequest()."""
+    from dnet_tune.cli import build_parser
+    from dnet_tune.commands.search import request
+    from dnet_tune.tune.plan import SearchRequest
+
+    parser = build_parser()
+    assert request(parser.parse_args(["search"]), None) == SearchRequest()
+    assert parser.parse_args(["report"]).storage == SearchRequest().storage
+    given = parser.parse_args(["search", "--set", "a=1", "--no-confirm", "--max-failures", "0",
+                               "--storage", "s3://b/x", "--warm-start", "2"])
+    req = request(given, ["ce"])
+    assert (req.sets, req.confirm, req.max_failures, req.storage, req.warm_start,
+            req.methods) == (["a=1"], False, 0, "s3://b/x", 2, ["ce"])
+
+
+def test_method_help_lists_the_registered_methods():
+    from dnet_tune.cli import build_parser
+    from dnet_tune.config import MethodConfig
+    from dnet_tune.method.methods import METHODS
+
+    subs = dict(_subparsers(build_parser()))
+    train = " ".join(subs["train"].format_help().split())
+    baselines = [m for m in METHODS.names() if m != MethodConfig().name]
+    assert f"{MethodConfig().name} (default) or a baseline: {', '.join(baselines)}" in train
+    search = " ".join(subs["search"].format_help().split())
+    assert f"(default: {MethodConfig().name} and the space file's baselines)" in search
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+# the README section that documents each command
+SECTIONS = {"train": "### `dnet-tune train`", "data": "### `dnet-tune data`",
+            "search": "### `dnet-tune search`", "report": "### `dnet-tune report` and `export`",
+            "export": "### `dnet-tune report` and `export`", "cluster": "## Clusters"}
+
+
+def readme_section(text: str, heading: str) -> str:
+    """From `heading` to the next heading of its level or above (code blocks skipped)."""
+    level = len(heading.split(" ", 1)[0])
+    lines = text.splitlines()
+    start = lines.index(heading)
+    out, fenced = [], False
+    for line in lines[start + 1:]:
+        fenced ^= line.startswith("```")
+        hashes = len(line) - len(line.lstrip("#"))
+        if not fenced and 0 < hashes <= level and line[hashes:hashes + 1] == " ":
+            break
+        out.append(line)
+    return "\n".join(out)
+
+
+def test_readme_section_ends_at_the_next_heading_of_its_level():
+    text = "## A\na\n### B\n```\n## not a heading\n```\nb\n#### C\nc\n### D\nd\n"
+    assert readme_section(text, "### B") == "```\n## not a heading\n```\nb\n#### C\nc"
+    assert readme_section(text, "## A") == "a\n### B\n```\n## not a heading\n```\nb\n#### C\n" \
+                                           "c\n### D\nd"
+
+
+def test_the_readme_documents_every_flag_of_every_command():
+    import re
+
+    from dnet_tune.cli import COMMANDS, build_parser
+
+    assert set(SECTIONS) == set(COMMANDS)
+    text = README.read_text()
+    missing = []
+    for path, sub in _subparsers(build_parser()):
+        section = readme_section(text, SECTIONS[path.split()[0]])
+        if " " in path and f"dnet-tune {path}" not in section:
+            missing.append(f"dnet-tune {path}")
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag in ("-h", "--help"):
+                    continue
+                if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", section):
+                    missing.append(f"{path} {flag}")
+    assert not missing, missing

@@ -41,6 +41,10 @@ def test_precedence_defaults_recipe_yaml_set(tmp_path):
         ({"train": {"precision": "fp16"}}, "train.precision"),
         ({"train": {"deterministic": "yes"}}, "train.deterministic"),
         ({"train": {"test_eval": "never"}}, "train.test_eval"),
+        ({"model": {"pretrained": 3}}, "model.pretrained"),
+        ({"model": {"pretrained": " "}}, "model.pretrained"),
+        ({"model": {"reinit": "layer4.2"}}, "model.reinit"),
+        ({"model": {"reinit": [""]}}, "model.reinit"),
     ],
 )
 def test_bad_keys_and_types_name_the_key(data, key):
@@ -74,3 +78,13 @@ def test_deterministic_true_false_and_auto_round_trip_through_yaml(tmp_path, val
     assert back.train.deterministic == value and type(back.train.deterministic) is type(value)
     assert resolve_config(dataset="digits_lt", sets=[f"train.deterministic={str(value).lower()}"]
                           ).train.deterministic == value
+
+
+def test_model_pretrained_and_reinit_are_typed_keys_that_round_trip(tmp_path):
+    cfg = resolve_config(dataset="digits_lt", sets=["model.pretrained=~/w/small.pt",
+                                                    "model.reinit=[features.3]"])
+    assert (cfg.model.pretrained, cfg.model.reinit) == ("~/w/small.pt", ["features.3"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(config_to_dict(cfg)))
+    assert resolve_config(config_path=str(path)) == cfg
+    assert Config().model.pretrained is None and Config().model.reinit == []

@@ -21,8 +21,9 @@ REPORT = "dnet_tune.tune.report"
 FORBIDDEN_IN_REPORT = ("ray", "optuna.study", "dnet_tune.tune.faults", "dnet_tune.tune.runner",
                        "dnet_tune.tune.trainable", "dnet_tune.tune.per_method",
                        "dnet_tune.tune.search", "dnet_tune.tune.confirm",
-                       "dnet_tune.tune.ray_session", "dnet_tune.cli")
-FORBIDDEN_IN_CORE = ("ray", "dnet_tune.tune", "dnet_tune.ops", "dnet_tune.cli")
+                       "dnet_tune.tune.ray_session", "dnet_tune.cli", "dnet_tune.commands")
+FORBIDDEN_IN_CORE = ("ray", "dnet_tune.tune", "dnet_tune.ops", "dnet_tune.cli",
+                     "dnet_tune.commands")
 
 
 def _modules() -> dict[str, Path]:

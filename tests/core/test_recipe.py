@@ -91,3 +91,34 @@ def test_unknown_recipe_is_a_one_line_error(cli, tmp_path, one_line_error):
                        "--output", out)
     one_line_error(code, err, "unknown recipe 'papper'", "paper")
     assert not out.exists()
+
+
+def test_places_resolves_to_the_paper_s_pretrained_resnet152_and_needs_its_file(cli,
+                                                                                one_line_error,
+                                                                                tmp_path):
+    """Spec §6 Places-LT: ImageNet-pretrained ResNet-152 (its last block retrained from scratch,
+    as the authors' code does), 30 epochs, lr 0.01, ×0.1 at 10 and 20; the weights file is the
+    user's, so without it the run is refused in one line, before anything is written."""
+    cfg = resolve_config(dataset="places_lt", sets=["model.pretrained=/weights/resnet152.pth"])
+    m, o = cfg.model, cfg.optim
+    assert (m.name, m.pretrained, m.reinit) == ("resnet152", "/weights/resnet152.pth",
+                                                ["layer4.2"])
+    assert cfg.train.epochs == 30
+    assert (o.lr, o.schedule, o.gamma) == (0.01, "step", 0.1)
+    assert milestone_epochs(o.milestone_fractions, cfg.train.epochs) == [10, 20]
+    assert (cfg.dn.hidden, cfg.dn.bias, cfg.method.acc_refresh) == ([512, 512], True,
+                                                                    "before_epoch")
+    # the lists fix the counts (data.imbalance is not read): stage 2 takes the authors' values
+    assert resolve_smoothing(cfg) == (0.4, 0.1)
+    assert resolve_smoothing(resolve_config(dataset="imagenet_lt")) == (0.3, 0.0)
+    with pytest.raises(UserError, match=r"places_lt with model resnet152 needs "
+                                        r"model\.pretrained: .*resnet152-394f9c45\.pth"):
+        resolve_config(dataset="places_lt")
+    # a from-scratch backbone is an explicit choice, not the recipe
+    assert resolve_config(dataset="places_lt", overrides={"model": {"name": "resnet50"}}
+                          ).model.pretrained is None
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--dataset", "places_lt", "--data-dir", tmp_path, "--output",
+                       out)
+    one_line_error(code, err, "needs model.pretrained", "--set model.pretrained=PATH")
+    assert not out.exists()

@@ -31,9 +31,11 @@ def test_step_milestones_follow_the_run_length(epochs, expected):
 
 
 def test_places_recipe_steps_at_a_third_and_two_thirds():
-    cfg = resolve_config(dataset="places_lt")
+    weights = ["model.pretrained=/weights/resnet152.pth"]  # the recipe needs the user's file
+    cfg = resolve_config(dataset="places_lt", sets=weights)
     assert decays(cfg) == [10, 20]
-    longer = resolve_config(dataset="places_lt", overrides={"train": {"epochs": 90}})
+    longer = resolve_config(dataset="places_lt", sets=weights,
+                            overrides={"train": {"epochs": 90}})
     assert decays(longer) == [30, 60]
 
 

@@ -8,6 +8,7 @@ import torch
 from stopped_runs import stop_and_resume
 
 from dnet_tune.config import config_from_dict, load_yaml, resolve_threads
+from dnet_tune.method.difficulty_net import class_weights
 from dnet_tune.method.methods import METHODS
 from dnet_tune.run import resolve_config, train_to_dir
 from dnet_tune.train import Trainer, load_checkpoint
@@ -40,6 +41,45 @@ def test_difficulty_net_records_a_d_w_and_uses_zero_a_in_epoch_one():
     assert first["difficulty"] == pytest.approx([0.5] * 10)  # no bias: uniform at a = 0
     assert any(v > 0 for v in second["class_acc_meta"])
     assert sum(second["class_weight"]) == pytest.approx(10.0, rel=1e-5)
+
+
+def test_recorded_class_weights_are_those_the_epoch_ended_with():
+    """A row's d and w are φ's after the epoch's last Difficulty-Net step, applied to the `a`
+    that epoch used; they used to be taken before the steps, one epoch behind (epoch 2 showed
+    uniform weights while those in use had moved well away from 1)."""
+    trainer = Trainer(digits("difficulty_net", 2, **{"dn.lr": 0.01}))
+    first, second = list(trainer.fit())
+    with torch.no_grad():
+        d = trainer.method.dn(torch.tensor(second["class_acc_meta"]))
+    assert second["difficulty"] == pytest.approx(d.tolist(), abs=1e-6)
+    assert second["class_weight"] == pytest.approx(class_weights(d).tolist(), abs=1e-6)
+    assert max(second["class_weight"]) - min(second["class_weight"]) > 0.1  # not uniform
+    assert first["class_weight"] == pytest.approx([1.0] * 10)  # a = 0 all epoch: uniform
+
+
+def test_in_epoch_zero_phi_moves_only_by_adam_s_weight_decay_about_dn_lr_per_step():
+    """What the README says of epoch 0 with `acc_refresh: after_epoch`: a = 0, so φ (no bias)
+    gets no gradient, and Adam's coupled weight decay (grad = wd·φ, normalised by its own
+    scale) moves each weight towards 0 by about dn.lr per step, whatever dn.weight_decay is."""
+    moved = {}
+    for wd in (0.0, 1e-4, 1e-2):
+        trainer = Trainer(digits("difficulty_net", 1, **{"dn.lr": 1e-3, "dn.weight_decay": wd,
+                                                         "method.meta_grad": "full"}))
+        before = torch.cat([p.detach().flatten() for p in trainer.method.dn.parameters()])
+        trainer.run_epoch()
+        after = torch.cat([p.detach().flatten() for p in trainer.method.dn.parameters()])
+        grads = [p.grad for p in trainer.method.dn.parameters() if p.grad is not None]
+        assert all(torch.count_nonzero(g) == 0 for g in grads)
+        moved[wd] = (after - before, before, trainer.method.iteration)
+    assert torch.count_nonzero(moved[0.0][0]) == 0  # no decay: φ stays where it started
+    for wd in (1e-4, 1e-2):
+        delta, start, steps = moved[wd]
+        far = start.abs() > 2 * steps * 1e-3  # weights that cannot cross 0 within the epoch
+        assert torch.all(torch.sign(delta[far]) == -torch.sign(start[far]))
+        per_step = delta[far].abs() / steps
+        assert per_step.min() > 0.9e-3 and per_step.max() < 1.0001e-3
+    far = moved[1e-4][1].abs() > 2 * moved[1e-4][2] * 1e-3
+    torch.testing.assert_close(moved[1e-4][0][far], moved[1e-2][0][far], rtol=0.05, atol=0)
 
 
 def test_per_class_test_accuracy_agrees_with_the_overall_and_group_numbers():

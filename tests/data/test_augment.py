@@ -302,6 +302,20 @@ def test_cifar_recipe_is_crop_flip_autoaugment_normalise_cutout(device, determin
     assert torch.equal(y, full.normalize(A.AutoAugment()(A.crop_flip(raw, g, True), g)))
 
 
+def test_the_augment_names_are_the_config_s_for_both_keys():
+    from typing import get_args
+
+    from dnet_tune.config import Augment
+
+    assert get_args(Augment) == A.AUGMENTS and "autoaugment_cutout" in A.AUGMENTS
+    for name in A.AUGMENTS:
+        cfg = config_from_dict({"data": {"augment": name}, "stage2": {"augment": name}})
+        assert cfg.data.augment == cfg.stage2.augment == name
+    for key in ("data", "stage2"):
+        with pytest.raises(UserError, match=f"'{key}.augment' must be"):
+            config_from_dict({key: {"augment": "mixup"}})
+
+
 def test_config_and_recipes():
     assert dataset_recipe("cifar10_lt")["data"]["augment"] == "autoaugment_cutout"
     assert dataset_recipe("cifar100_lt")["data"]["augment"] == "autoaugment_cutout"

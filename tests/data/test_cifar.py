@@ -55,6 +55,25 @@ def test_exact_counts(cifar_root, name, imbalance, profile):
     assert sorted(meta_ids) == sorted((y, r, 0) for y in range(c) for r in range(full - meta, full))
 
 
+@pytest.mark.parametrize(("name", "profile", "meta", "val", "total", "tail", "groups"), [
+    # the README's three CIFAR-LT constructions at IF 100: ours (the dataset recipe: standard,
+    # H = V = 25 carved first), the canonical set (nothing held out), the paper's (H = 25 first)
+    ("cifar100_lt", "standard", 25, 25, 9754, 4, (33, 34, 33)),
+    ("cifar100_lt", "standard", 0, 0, 10847, 5, (35, 35, 30)),
+    ("cifar100_lt", "paper", 25, 0, 10302, 4, (34, 35, 31)),
+    ("cifar10_lt", "standard", 25, 25, 12280, 49, (8, 2, 0)),
+    ("cifar10_lt", "standard", 0, 0, 12406, 50, (8, 2, 0)),
+    ("cifar10_lt", "paper", 25, 0, 12341, 49, (8, 2, 0)),
+])
+def test_the_readme_s_three_constructions(cifar_root, name, profile, meta, val, total, tail,
+                                          groups):
+    ds = build_dataset(_cfg(cifar_root, name, 100, profile, meta, val))
+    counts = ds.train_counts()
+    assert (len(ds.train), counts[-1]) == (total, tail)
+    g = ds.groups()
+    assert (len(g["many"]), len(g["medium"]), len(g["few"])) == groups
+
+
 @pytest.mark.parametrize("name", ["cifar10_lt", "cifar100_lt"])
 def test_standard_profile_with_meta_and_val_is_disjoint_and_balanced(cifar_root, name):
     ds = build_dataset(_cfg(cifar_root, name, 100, meta=25, val=25))

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from dnet_tune.config import DataConfig
 from dnet_tune.data import build_dataset
+from dnet_tune.data.augment import AUGMENTS
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.data.loader import MetaBatches, TensorBatches, make_batches
 
@@ -32,7 +33,7 @@ def batches_of(loader, seed):
     return list(loader.epoch(torch.Generator().manual_seed(seed)))
 
 
-@pytest.mark.parametrize("augment", ["none", "crop_flip", "autoaugment", "autoaugment_cutout"])
+@pytest.mark.parametrize("augment", AUGMENTS)
 def test_same_seed_same_batches_different_seed_different(augment):
     ds = synthetic()
     loader = TensorBatches(ds.train, ds, 16, shuffle=True, augment=augment, device=CPU)

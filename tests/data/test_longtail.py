@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from dnet_tune import shot_groups as owner
 from dnet_tune.data.longtail import (
     ShortClassError,
     carve,
@@ -47,6 +48,14 @@ def test_degenerate_profiles():
 def test_shot_group_boundaries():
     groups = shot_groups([101, 100, 20, 19, 0, 500])
     assert groups == {"many": [0, 5], "medium": [1, 2], "few": [3, 4]}
+
+
+def test_shot_groups_follow_the_one_definition_not_a_copy(monkeypatch):
+    groups = shot_groups([5, 500])
+    assert tuple(groups) == owner.SHOT_GROUPS and groups["medium"] == []  # every group, in order
+    monkeypatch.setattr(owner, "MANY_ABOVE", 50)
+    monkeypatch.setattr(owner, "FEW_BELOW", 5)
+    assert shot_groups([51, 50, 5, 4]) == {"many": [0], "medium": [1, 2], "few": [3]}
 
 
 def test_class_indices_keep_file_order():

@@ -42,7 +42,7 @@ def _bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_expected_models_registered() -> None:
-    assert {"small_cnn", "resnet20", "resnet32", "resnet10", "resnet50"} <= set(NAMES)
+    assert {"small_cnn", "resnet20", "resnet32", "resnet10", "resnet50", "resnet152"} <= set(NAMES)
     listed = list_models()
     assert [n for n, _ in listed] == NAMES
     assert all(desc for _, desc in listed)
@@ -187,7 +187,7 @@ def test_cosine_classifier_bounded_by_scale() -> None:
     torch.testing.assert_close(head(head.weight[2:3].detach() * 3)[0, 2], torch.tensor(4.0))
 
 
-@pytest.mark.parametrize("name", ["resnet10", "resnet50"])
+@pytest.mark.parametrize("name", ["resnet10", "resnet50", "resnet152"])
 def test_imagenet_models_use_cosine_head_with_cfg_scale(name: str) -> None:
     model = _build(name, cosine_scale=2.5)
     assert isinstance(model.classifier, CosineClassifier)

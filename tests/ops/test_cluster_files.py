@@ -16,12 +16,12 @@ import yaml
 
 from dnet_tune.ops.cluster_files import (
     Finding,
-    _launcher_schema,
     check_file,
     check_files,
     installed_ray_version,
     main_check,
 )
+from dnet_tune.ops.cluster_launcher import _launcher_schema
 
 CLUSTERS = Path(__file__).resolve().parents[2] / "clusters"
 SHIPPED = sorted(CLUSTERS.rglob("*.yaml"))

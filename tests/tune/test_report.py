@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from tb_events import event_tags
 
 from dnet_tune.fileio import table_to_rows
 from dnet_tune.tune.report.data import asha_rungs
@@ -25,14 +26,29 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def smoke(ray_local, tmp_path_factory, run_cli):
+def smoke_run(ray_local, tmp_path_factory, run_cli):
+    """The smoke search: its experiment and what it printed."""
     storage = tmp_path_factory.mktemp("results")
     res = run_cli("search", "--dataset", "digits_lt", "--methods", ",".join(METHODS), "--smoke",
                   "--trials", 3, "--max-epochs", 3, "--grace-period", 1,
                   "--confirm-top", 1, "--confirm-seeds", 2, "--storage", storage, "--name",
                   "smoke", "--seed", 0)
     assert res["code"] == 0, res["err"]
-    return storage / "smoke"
+    return storage / "smoke", str(res["out"])
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_run):
+    return smoke_run[0]
+
+
+def test_the_search_s_last_line_names_its_files_unbroken(smoke_run):
+    """Captured output is no terminal, so the console assumes 80 columns: the paths to copy
+    once broke there (`best_confi` / `g.yaml`)."""
+    exp, out = smoke_run
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("best: ") and len(last) > 80
+    assert last.endswith(f"→ {exp}/best_config.yaml; every method's choice is in {exp}/best/")
 
 
 class Figures(HTMLParser):
@@ -88,6 +104,8 @@ def test_a_smoke_experiment_gets_every_figure_drawn(smoke, run_cli, tmp_path):
                           for k in ("5-importance", "5-slice", "6-parallel"))]:
         assert figures[key]["class"] != "empty", (key, figures[key]["alt"])
     assert "mean over confirmation seeds 1, 2" in text  # per-class from the confirmation runs
+    # figure 4 says which weights it shows: those each epoch ended with, as recorded
+    assert "class weight w at the end of each epoch" in text
     report = json.loads(run_cli("report", smoke, "--json")["out"])[0]
     for row in report["rows"]:  # the table shows the numbers `report --json` carries
         assert f"{100 * row['val_mean']:.1f}" in text and row["trial_id"] in text
@@ -105,29 +123,10 @@ def test_confirmation_keeps_per_class_test_accuracy_and_search_json_the_counts(s
         assert overall / sum(test_counts) == pytest.approx(r["test_acc"], abs=1e-6)
 
 
-def _event_tags(folder) -> dict[str, list[int]]:
-    """tag -> steps of the TensorBoard event files in `folder` (TFRecord: length, crc, event,
-    crc), read with tensorboardX's own protobuf."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
-    out: dict[str, list[int]] = {}
-    for path in folder.glob("events.out.tfevents.*"):
-        data, i = path.read_bytes(), 0
-        while i < len(data):
-            (n,) = struct.unpack("<Q", data[i:i + 8])
-            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
-            i += 12 + n + 4
-            for value in event.summary.value:
-                out.setdefault(value.tag, []).append(event.step)
-    return out
-
-
 def test_tensorboard_has_every_epoch_and_difficulty_net_s_per_class_weights(smoke):
     summary = pq.read_table(smoke / "summary.parquet").to_pylist()
     for trial in summary:
-        tags = _event_tags(smoke / "tensorboard" / trial["method"] / trial["trial_id"])
+        tags = event_tags(smoke / "tensorboard" / trial["method"] / trial["trial_id"])
         epochs = list(range(1, trial["last_epoch"] + 1))
         assert epochs and tags["val/acc"] == epochs and tags["train/loss"] == epochs
         assert tags["test_class_acc/class_009"] == epochs
@@ -233,6 +232,68 @@ def test_asha_rungs_are_ray_s_own_milestones(grace, rf, top):
     milestones = sorted(m for m, _ in asha._brackets[0]._rungs if m < top)
     assert asha_rungs({"grace_period": grace, "reduction_factor": rf,
                        "max_epochs": top}) == milestones
+
+
+def test_the_shot_group_panel_states_the_limits_of_the_one_definition(monkeypatch):
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    from dnet_tune import shot_groups
+    from dnet_tune.tune.report.figures import _groups
+
+    d = SimpleNamespace(rows=[{"method": "ce", "test_many": 0.9, "test_medium": 0.6,
+                               "test_few": 0.2}], classes={"many": [0], "medium": [1, 2],
+                                                           "few": [3]})
+
+    def title() -> str:
+        ax = Figure().subplots()
+        _groups(ax, d, [])
+        assert [t.get_text() for t in ax.get_xticklabels()] == [
+            "many\n(1 class)", "medium\n(2 classes)", "few\n(1 class)"]
+        return str(ax.get_title())
+
+    assert title() == "by shot group (>100, 20–100, <20 training images)"
+    monkeypatch.setattr(shot_groups, "MANY_ABOVE", 50)
+    monkeypatch.setattr(shot_groups, "FEW_BELOW", 5)
+    assert title() == "by shot group (>50, 5–50, <5 training images)"
+
+
+def test_every_method_declares_its_colour_where_it_is_registered():
+    from dnet_tune.config import Config
+    from dnet_tune.method import DIFFICULTY_NET
+    from dnet_tune.method.methods import METHODS
+    from dnet_tune.tune.report.compare import DN
+    from dnet_tune.tune.report.data import SPARE_COLOURS, method_colour
+
+    colours = {m: method_colour(m) for m in METHODS.names()}
+    assert colours == {  # the colours readers of earlier reports learned
+        "balanced_softmax": "#ff7f0e", "cdb_ce": "#2ca02c", "ce": "#7f7f7f",
+        "class_balanced": "#9467bd", "difficulty_net": "#1f77b4", "focal": "#8c564b"}
+    assert not set(colours.values()) & set(SPARE_COLOURS)
+    assert method_colour("a_method_since_removed") in SPARE_COLOURS
+    assert DN == DIFFICULTY_NET == Config().method.name and DIFFICULTY_NET in METHODS
+
+
+def test_the_tensorboard_callback_skips_what_the_recorder_drops_and_the_step():
+    from dnet_tune.tune.runner import epoch_row
+    from dnet_tune.tune.tensorboard_events import SKIP
+    from dnet_tune.tune.trainable import RAY_KEYS
+
+    ours = {"epoch": 3, "val_acc": 0.5, "node_id": "n1", "device": "cpu", "class_weight": [1.0]}
+    result = {**dict.fromkeys(RAY_KEYS, 0), **ours}
+    assert epoch_row(result) == ours and "training_iteration" in RAY_KEYS
+    assert {k for k in result if k not in SKIP} == set(ours) - {"epoch"}
+
+
+def test_report_and_the_page_show_a_trial_s_sampled_values_alike(smoke):
+    from dnet_tune.tune.report.chosen_configs import report
+    from dnet_tune.tune.report.data import load_report_data
+
+    (text,) = report(str(smoke.parent), str(smoke))
+    page = load_report_data(str(smoke)).rows
+    assert [r["config"] for r in page] == [r["config"] for r in text["rows"]]
+    assert all(r["config"] and "method.name" not in r["config"] for r in page)
 
 
 def _sampled(row):

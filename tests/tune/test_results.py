@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from dnet_tune.tune.results import ResultsWriteError, TrialRecord, summary_rows, write_tables
+from dnet_tune.tune.results import (
+    AT_BEST,
+    ResultsWriteError,
+    TrialRecord,
+    sampled_values,
+    summary_rows,
+    write_tables,
+)
+from dnet_tune.tune.storage import StorageWriteError
 
 
 def _record(value):
@@ -33,6 +41,20 @@ def test_a_failed_write_keeps_the_raw_results_and_says_where(tmp_path):
     assert kept["trials"][0]["rows"][0]["val_acc"] == 0.5
 
 
+def test_a_storage_that_refuses_writes_is_named_and_nothing_is_half_written(tmp_path):
+    """A storage that takes no writes (here a file where the experiment's folder would go:
+    refused even for root) is no table's fault: the error names the location, and no
+    raw_results.json is tried on the same storage."""
+    rec = _record(1.0)
+    (tmp_path / "f").write_text("not a folder")
+    exp = tmp_path / "f" / "exp"
+    with pytest.raises(StorageWriteError) as info:
+        write_tables(str(exp), [rec], summary_rows([rec], 1), [])
+    assert f"cannot write '{exp / 'trials.parquet'}'" in str(info.value)
+    assert info.value.location == str(exp / "trials.parquet")
+    assert (tmp_path / "f").read_text() == "not a folder"
+
+
 def test_a_trial_tune_has_not_ended_is_unfinished_in_the_live_summary():
     rec = _record(1.0)
     assert summary_rows([rec], 1)[0]["status"] == "unfinished"
@@ -40,6 +62,34 @@ def test_a_trial_tune_has_not_ended_is_unfinished_in_the_live_summary():
     assert summary_rows([rec], 1)[0]["status"] == "finished"
     rec.diverged = True
     assert summary_rows([rec], 1)[0]["status"] == "diverged"
+
+
+def test_the_metrics_kept_at_the_selected_epoch_are_the_trainer_s_own():
+    """summary.parquet's `<metric>_at_best` and confirm.parquet's columns use the trainer's
+    names: a shot group renamed or added reaches both without a list to update."""
+    from dnet_tune.run import resolve_config
+    from dnet_tune.train import Trainer
+    from dnet_tune.tune.confirm import SELECTED
+
+    cfg = resolve_config(dataset="digits_lt", overrides={"method": {"name": "ce"},
+                                                         "train": {"epochs": 1}})
+    (epoch,) = Trainer(cfg).fit()
+    assert (*AT_BEST, "test_class_acc") == SELECTED
+    assert set(SELECTED) == {k for k in epoch if k.startswith(("val_", "test_"))}
+    rec = TrialRecord("t1", "ce", {}, {})
+    rec.rows = [epoch]
+    row = summary_rows([rec], 1)[0]
+    assert row["best_val_acc"] == epoch["val_acc"]
+    assert all(row[f"{k}_at_best"] == epoch[k] for k in AT_BEST if k != "val_acc")
+
+
+def test_a_trial_s_sampled_values_are_what_the_searcher_chose():
+    row = {"trial_id": "t1", "method": "difficulty_net", "best_val_acc": 0.5,
+           "config/method.name": "difficulty_net", "config/dn.depth": 2, "config/dn.width_0": 64,
+           "config/dn.width_1": 32, "config/dn.hidden": "[64, 32]", "config/optim.lr": 0.1,
+           "config/method.cdb_tau": None}  # another method's parameter: empty in this row
+    assert sampled_values(row, frozenset({"dn.depth", "dn.width"})) == {
+        "dn.hidden": "[64, 32]", "optim.lr": 0.1}
 
 
 def test_reading_tables_never_aborts_the_interpreter_at_exit(tmp_path):

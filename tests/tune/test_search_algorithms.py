@@ -18,8 +18,7 @@ from dnet_tune.tune.runner import _sampler, _scheduler
 
 
 def _spec(**kw):
-    base = {"train": {"epochs": 4}}
-    return SimpleNamespace(seed=3, base=base, budget=Budget(4, 4, 1, 2), **kw)
+    return SimpleNamespace(seed=3, epochs=4, budget=Budget(4, 4, 1, 2), **kw)
 
 
 def test_the_request_picks_the_sampler_and_the_scheduler():

@@ -18,6 +18,14 @@ from dnet_tune.tune.space_file import load_space
 SAMPLES = 50
 
 
+def _request(dataset: str) -> SearchRequest:
+    """A search of `dataset` as a user would start it: with the weights file its recipe needs
+    (Places-LT's pretrained ResNet-152; only named, never read while sampling)."""
+    needs = DATASETS.entry(dataset).info.get("needs_pretrained")
+    return SearchRequest(dataset=dataset,
+                         sets=["model.pretrained=/weights/resnet152.pth"] if needs else [])
+
+
 @pytest.mark.parametrize("dataset", DATASETS.names())
 def test_every_dataset_has_a_space_covering_every_method(dataset):
     space = load_space(default_space_path(dataset))
@@ -30,7 +38,7 @@ def test_every_dataset_has_a_space_covering_every_method(dataset):
 @pytest.mark.parametrize("dataset", DATASETS.names())
 def test_bundled_space_yields_valid_configs(dataset, method):
     space = load_space(default_space_path(dataset))
-    req = SearchRequest(dataset=dataset)
+    req = _request(dataset)
     base = base_config(req, space, budget_for(req, space), method)
     flats = check_against_config(space, base, method, samples=SAMPLES, seed=1)
     assert len(flats) == SAMPLES
@@ -239,7 +247,7 @@ def test_default_spaces_leave_stage2_off():
     """`make demo` (digits) and the default CIFAR searches keep their cost: no stage 2."""
     for dataset in DATASETS.names():
         space = load_space(default_space_path(dataset))
-        req = SearchRequest(dataset=dataset)
+        req = _request(dataset)
         base = base_config(req, space, budget_for(req, space), "difficulty_net")
         assert base["stage2"]["enabled"] is False
         assert not any(p.name.startswith("stage2.") for p in space.params_for("difficulty_net"))

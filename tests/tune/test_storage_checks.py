@@ -30,3 +30,27 @@ def test_full_storage_is_refused_before_anything_is_written(cli, one_line_error,
     one_line_error(code, err, "is almost full", "MiB free", str(tmp_path))
     assert not (tmp_path / "results").exists()
     assert [p.name for p in tmp_path.iterdir()] == []  # the probe file is gone too
+
+
+def test_a_storage_that_stops_taking_writes_is_told_from_a_bug(tmp_path):
+    """After a failure inside Ray (a full disk cuts a trial's error file short and Ray reads it
+    back as an EOFError), a probe write tells a storage fault from a bug: the one becomes a
+    resumable line, the other keeps its traceback."""
+    from dnet_tune.errors import UserError
+    from dnet_tune.tune.plan import StorageStopped
+    from dnet_tune.tune.preflight import refused_write
+    from dnet_tune.tune.search import _storage_stopped
+
+    exp = tmp_path / "results" / "a"
+    exp.mkdir(parents=True)
+    assert refused_write(str(exp)) is None
+    assert _storage_stopped(EOFError("Ran out of input"), str(exp)) is None  # a bug
+    assert list(exp.iterdir()) == []  # the probe left nothing
+    (tmp_path / "f").write_text("")  # refused even for root: a file where a folder must be
+    gone = tmp_path / "f" / "a"
+    assert refused_write(str(gone)) == "Not a directory"
+    stopped = _storage_stopped(EOFError("Ran out of input"), str(gone))
+    assert isinstance(stopped, StorageStopped)
+    assert f"cannot write '{gone}' (Not a directory)" in str(stopped)
+    assert "the search did not start" in str(stopped)  # no search.json: nothing to resume
+    assert _storage_stopped(UserError("a bad flag"), str(gone)) is None  # says it itself

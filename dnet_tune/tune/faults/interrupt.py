@@ -8,7 +8,7 @@ request; then
   checkpoint that came with it and stops the actor; it starts no other trial, and the searcher
   proposes none (`per_method` reads `requested()`);
 - once no trial is running, `StopAtEpochBoundary` asks Tune to end the run exactly as Tune's
-  own interrupt does (SIGUSR1, which Tune always handles): a last experiment snapshot, then
+  own interrupt does (`ray_internals.end_tune_run`): a last experiment snapshot, then
   cleanup. Paused trials are unfinished, so a resume continues them from those checkpoints;
 - during the confirmation, runs still going are cancelled (a run restarts from scratch on
   resume; finished runs are already in confirm.parquet).
@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ray import tune
+
+from dnet_tune.tune import ray_internals
 
 TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 
@@ -98,7 +100,4 @@ class StopAtEpochBoundary(tune.Callback):
         self.noted = True
         if not _STATE.ended and not any(t.status == "RUNNING" for t in trials):
             _STATE.ended = True
-            # Tune's own "interrupt the run" signal; its handler exists whenever ours does
-            # (both only in the main thread), and the default action would kill the driver
-            if signal.getsignal(signal.SIGUSR1) not in (signal.SIG_DFL, None):
-                os.kill(os.getpid(), signal.SIGUSR1)
+            ray_internals.end_tune_run()  # Tune's own "interrupt the run"

@@ -20,8 +20,9 @@ from typing import Any
 
 from dnet_tune.errors import UserError
 from dnet_tune.tune.driver import driver_alive
+from dnet_tune.tune.faults import studies
 from dnet_tune.tune.plan import Budget, Confirmation, SearchRequest
-from dnet_tune.tune.storage import exists, join, read_bytes
+from dnet_tune.tune.results import read_confirm, read_search_json
 
 # what a resume may be given: how to show it, where Ray is, the database's credentials
 RESUME_FLAGS = frozenset({"command", "resume", "quiet", "address", "optuna_storage"})
@@ -76,12 +77,14 @@ def check_fingerprint(stored: dict[str, Any], now: dict[str, Any], space_path: s
 
 
 def load_for_resume(exp: str) -> tuple[dict[str, Any], SearchRequest]:
-    """search.json of a resumable experiment and the request it was started with."""
-    meta_path = join(exp, "search.json")
-    if not exists(meta_path):
-        raise UserError(f"'{exp}' is not a dnet-tune experiment (no search.json); pass "
-                        f"<storage>/<name> of a search to --resume")
-    meta = json.loads(read_bytes(meta_path))
+    """search.json of a resumable experiment and the request it was started with.
+
+    Every file of ours that the resume reads (search.json, confirm.parquet, the journal) is
+    read here first, before Ray starts and anything is written: a damaged one is one line and
+    the experiment stays as it was. (trials.parquet and summary.parquet are not read: the
+    resume writes them again from Ray's records.)
+    """
+    meta = read_search_json(exp, "pass <storage>/<name> of a search to --resume")
     if "request" not in meta or "fingerprint" not in meta:
         raise UserError(f"'{exp}' was written by an older dnet-tune that could not resume")
     if meta.get("status") == "finished":
@@ -89,6 +92,9 @@ def load_for_resume(exp: str) -> tuple[dict[str, Any], SearchRequest]:
     if meta.get("status") == "running" and driver_alive(meta):
         raise UserError(f"'{exp}' is still running (driver pid {meta['driver']['pid']} on "
                         f"this host); stop it first (Ctrl-C), then resume")
+    read_confirm(exp)
+    if meta.get("optuna_storage") in (None, studies.JOURNAL):  # not a database's
+        studies.check_journal(studies.default_location(exp))
     known = {f.name for f in fields(SearchRequest)}
     req = SearchRequest(**{k: v for k, v in meta["request"].items() if k in known})
     req.space = meta.get("space") or req.space

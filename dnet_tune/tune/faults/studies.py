@@ -30,14 +30,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dnet_tune.errors import UserError
-from dnet_tune.tune.storage import is_uri
+from dnet_tune.errors import DamagedFile, UserError, describe
+from dnet_tune.tune import ray_internals
+from dnet_tune.tune.storage import RESTORE, is_uri
 
 JOURNAL = "optuna.journal"
 RAY_TRIAL_ATTR = "ray_trial_id"
 ORPHAN_ATTR = "dnet_tune"
 ORPHAN_NOTE = ("orphaned: proposed after Ray's last snapshot before the driver died; never "
                "ran (the resumed search proposed another trial in its place)")
+JOURNAL_REMEDY = (f"{RESTORE}; it holds the studies, without which this search cannot be "
+                  f"resumed (dnet-tune report still reads its results)")
 
 
 def study_name(experiment: str, method: str) -> str:
@@ -77,8 +80,20 @@ def open_storage(url: str | None, journal: str | None) -> Any:
             raise UserError(f"cannot open --optuna-storage '{masked(url)}': {reason}") from None
     if journal:
         Path(journal).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(journal))
+        try:  # Optuna replays every record here; it skips only a torn last one
+            return JournalStorage(JournalFileBackend(journal))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            # a record that is not JSON (ValueError: JSONDecodeError, UnicodeDecodeError) or not
+            # one of Optuna's operations (the rest, from replaying it)
+            raise DamagedFile(journal, f"Optuna cannot replay it: {describe(exc)}",
+                              JOURNAL_REMEDY) from None
     return None
+
+
+def check_journal(journal: str | None) -> None:
+    """Replay the journal once, writing nothing: a damaged one fails before a resume starts."""
+    if journal and os.path.isfile(journal):
+        open_storage(None, journal)
 
 
 def repair_journal(journal: str | None) -> bool:
@@ -99,7 +114,7 @@ def repair_journal(journal: str | None) -> bool:
 
 def tag(searcher: Any, trial_id: str) -> None:
     """Name the Ray trial on its Optuna trial (for the dashboard, and for humans)."""
-    ot_trial = getattr(searcher, "_ot_trials", {}).get(trial_id)
+    ot_trial = ray_internals.optuna_trials(searcher).get(trial_id)
     if ot_trial is not None:
         ot_trial.set_user_attr(RAY_TRIAL_ATTR, trial_id)
 
@@ -110,39 +125,38 @@ def rebind(searchers: dict[str, Any], storage: Any) -> None:
     if storage is None:
         return
     for searcher in searchers.values():
-        study = getattr(searcher, "_ot_study", None)
-        if study is None:
-            continue
-        study._storage = searcher._storage = storage
-        for ot_trial in searcher._ot_trials.values():
-            ot_trial.storage = storage
+        if ray_internals.optuna_study(searcher) is not None:
+            ray_internals.rebind_storage(searcher, storage)
 
 
 def reconcile(searchers: dict[str, Any]) -> dict[str, int]:
     """Make each restored OptunaSearch agree with its study's storage (see the module doc).
 
-    Reads Ray 2.60's OptunaSearch internals (`_ot_study`, `_ot_trials`, `_completed_trials`);
-    tests/tune/test_resume.py fails if they change. Returns how many trials of each kind.
+    OptunaSearch keeps its study, its live trials and what it has told in internals
+    (`ray_internals`). Returns how many trials of each kind.
     """
     from optuna.trial import TrialState
 
     out = {"orphaned": 0, "already_told": 0}
     for searcher in searchers.values():
-        study = getattr(searcher, "_ot_study", None)
+        study = ray_internals.optuna_study(searcher)
         if study is None:
             continue
-        storage = study._storage
-        known = {t._trial_id for t in searcher._ot_trials.values()}
+        storage = ray_internals.study_storage(study)
+        live = ray_internals.optuna_trials(searcher)
+        told = ray_internals.told_trials(searcher)
+        known = {ray_internals.storage_trial_id(t) for t in live.values()}
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in known:
-                storage.set_trial_user_attr(frozen._trial_id, ORPHAN_ATTR, ORPHAN_NOTE)
+            frozen_id = ray_internals.storage_trial_id(frozen)
+            if frozen_id not in known:
+                storage.set_trial_user_attr(frozen_id, ORPHAN_ATTR, ORPHAN_NOTE)
                 study.tell(frozen.number, state=TrialState.FAIL)
                 out["orphaned"] += 1
-        for ray_id, ot_trial in searcher._ot_trials.items():
-            if ray_id in searcher._completed_trials:
+        for ray_id, ot_trial in live.items():
+            if ray_id in told:
                 continue
-            if storage.get_trial(ot_trial._trial_id).state.is_finished():
-                searcher._completed_trials.add(ray_id)
+            if storage.get_trial(ray_internals.storage_trial_id(ot_trial)).state.is_finished():
+                told.add(ray_id)
                 out["already_told"] += 1
     return out
 

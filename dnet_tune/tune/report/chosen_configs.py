@@ -17,10 +17,10 @@ import yaml
 
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import atomic_write, json_safe
+from dnet_tune.run import PROVENANCE_END, PROVENANCE_KEY
 from dnet_tune.tune.driver import effective_status
 from dnet_tune.tune.report import compare
-from dnet_tune.tune.results import compute_by_method, load_experiment
-from dnet_tune.tune.sampling import sampled_config_keys
+from dnet_tune.tune.results import compute_by_method, load_experiment, sampled_values
 from dnet_tune.tune.storage import exists, join, list_dirs, write_bytes
 from dnet_tune.yamlio import dump_yaml
 
@@ -80,11 +80,11 @@ def method_config(exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],
         "versions": meta.get("versions", versions()), "git_sha": meta.get("git_sha"),
         # CPU results depend on it: the count the trial ran with (null: not recorded then)
         "threads": config["train"].get("threads"),
-        "note": f"train with this file reproduces the run with seed {seed}; the other seeds "
-                f"differ only in train.seed. Chosen on validation accuracy, never on test. "
-                f"This block is ignored by train.",
+        PROVENANCE_END: f"train with this file reproduces the run with seed {seed}; the other "
+                        f"seeds differ only in train.seed. Chosen on validation accuracy, never "
+                        f"on test. This block is ignored by train.",
     }
-    return dump_yaml({**config, "provenance": json_safe(provenance)})
+    return dump_yaml({**config, PROVENANCE_KEY: json_safe(provenance)})
 
 
 def write_bests(exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],
@@ -143,11 +143,7 @@ def _experiment_report(exp: str) -> dict[str, Any] | None:
         return None
     virtual = frozenset(meta.get("virtual_params", []))
     for row in rows:
-        trial = _trial_row(summary, row["trial_id"])
-        row["config"] = sampled_config_keys(
-            {k[len("config/"):]: v for k, v in trial.items()
-             if k.startswith("config/") and v is not None and k != "config/method.name"},
-            virtual)
+        row["config"] = sampled_values(_trial_row(summary, row["trial_id"]), virtual)
     best = compare.winner(rows)
     budget = meta.get("budget", {}).get("trials", 0) * len(meta.get("methods") or [1])
     request = meta.get("request", {})

@@ -23,8 +23,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-DN = "difficulty_net"
-GROUPS = ("many", "medium", "few")
+from dnet_tune.method import DIFFICULTY_NET as DN
+from dnet_tune.shot_groups import SHOT_GROUPS
 
 
 def rank_key(row: dict[str, Any]) -> tuple[float, int, int]:
@@ -86,14 +86,14 @@ def method_row(method: str, summary: list[dict[str, Any]], confirm: list[dict[st
         trial_id = runs[0]["trial_id"]
         val = [r["val_acc"] for r in runs]
         test = [r["test_acc"] for r in runs]
-        groups = {g: _mean([r[f"test_{g}"] for r in runs]) for g in GROUPS}
+        groups = {g: _mean([r[f"test_{g}"] for r in runs]) for g in SHOT_GROUPS}
         seeds = [int(r["seed"]) for r in runs]
         confirmed = True
     else:  # no confirmation: the search trial itself, one seed
         top = ranked[0]
         trial_id = top["trial_id"]
         val, test = [top["best_val_acc"]], [top["test_acc_at_best"]]
-        groups = {g: top[f"test_{g}_at_best"] for g in GROUPS}
+        groups = {g: top[f"test_{g}_at_best"] for g in SHOT_GROUPS}
         seeds = []
         confirmed = False
     test_mean, test_ci = t_interval(test)

@@ -17,23 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from dnet_tune.errors import UserError
+from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.tune.report import chosen_configs
-from dnet_tune.tune.report.compare import DN, GROUPS, winner
-from dnet_tune.tune.results import load_experiment
-from dnet_tune.tune.sampling import sampled_config_keys
+from dnet_tune.tune.report.compare import DN, winner
+from dnet_tune.tune.results import load_experiment, sampled_values
 from dnet_tune.tune.space import SearchSpace
-from dnet_tune.tune.storage import exists, join, read_table
+from dnet_tune.tune.storage import RESTORE, exists, join, read_table
 
-# One colour per method, the same in every figure and every report: a reader learns them once.
-METHOD_COLOURS = {DN: "#1f77b4", "balanced_softmax": "#ff7f0e", "cdb_ce": "#2ca02c",
-                  "class_balanced": "#9467bd", "ce": "#7f7f7f", "focal": "#8c564b"}
 SPARE_COLOURS = ("#e377c2", "#bcbd22", "#17becf", "#393b79", "#ad494a")
 
 
 def method_colour(method: str) -> str:
-    if method in METHOD_COLOURS:
-        return METHOD_COLOURS[method]
-    # a method registered later still gets a stable colour (not one that depends on order)
+    """The colour the method declares in the registry: one per method, the same in every figure
+    and every report, so a reader learns them once."""
+    from dnet_tune.method.methods import METHODS  # loads torch: only the figures need it
+
+    colour = METHODS.entry(method).info.get("colour") if method in METHODS else None
+    if colour is not None:
+        return str(colour)
+    # a method without one (or no longer registered) still gets a stable colour (not one that
+    # depends on order)
     return SPARE_COLOURS[sum(map(ord, method)) % len(SPARE_COLOURS)]
 
 
@@ -126,7 +129,7 @@ class ReportData:
     def group_of(self) -> dict[int, str]:
         if self.classes is None:
             return {}
-        return {c: g for g in GROUPS for c in self.classes.get(g, [])}
+        return {c: g for g in SHOT_GROUPS for c in self.classes.get(g, [])}
 
     def per_class_test(self, method: str) -> tuple[list[float] | None, str]:
         """The method's chosen config's per-class test accuracy and where it came from: the
@@ -191,11 +194,14 @@ def _space(meta: dict[str, Any]) -> tuple[SearchSpace | None, str]:
     return None, f"no readable search space file (tried {', '.join(tried) or 'none'})"
 
 
+TRIALS_REMEDY = f"{RESTORE}, or move it away to draw the report without per-epoch results"
+
+
 def load_report_data(exp: str) -> ReportData:
     meta, summary, confirm = load_experiment(exp)
     notes: dict[str, str] = {}
     trials_path = join(exp, "trials.parquet")
-    trials = read_table(trials_path) if exists(trials_path) else []
+    trials = read_table(trials_path, TRIALS_REMEDY) if exists(trials_path) else []
     if not trials and any(r.get("last_epoch") for r in summary):
         notes["trials"] = "trials.parquet is missing: no per-epoch results"
     if not confirm:
@@ -206,9 +212,7 @@ def load_report_data(exp: str) -> ReportData:
     virtual = frozenset(meta.get("virtual_params", []))
     for row in rows:  # the chosen trial's sampled values, as `report` prints them
         trial = next(r for r in summary if r["trial_id"] == row["trial_id"])
-        row["config"] = sampled_config_keys(
-            {k[len("config/"):]: v for k, v in trial.items()
-             if k.startswith("config/") and v is not None}, virtual)
+        row["config"] = sampled_values(trial, virtual)
     methods = [m for m in (meta.get("methods") or [meta.get("method")]) if m]
     for r in summary:  # a method in the results but not in search.json still gets drawn
         if r.get("method") and r["method"] not in methods:

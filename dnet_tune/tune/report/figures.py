@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dnet_tune.tune.report.compare import GROUPS
+from dnet_tune.shot_groups import SHOT_GROUPS, limits_label
 from dnet_tune.tune.report.data import ReportData, method_colour
 
 DPI = 150  # rendered at 1.5x the size the HTML shows them: crisp on high-density screens
@@ -26,7 +26,7 @@ STYLE: Any = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
               "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
               "grid.alpha": 0.3, "grid.linewidth": 0.6, "figure.facecolor": "white",
               "savefig.facecolor": "white"}
-GROUP_SHADES = {"many": "#e8eef7", "medium": "#f4f4f4", "few": "#fbeee6"}
+GROUP_SHADES = dict(zip(SHOT_GROUPS, ("#e8eef7", "#f4f4f4", "#fbeee6"), strict=True))
 FADED = 0.25
 
 
@@ -97,10 +97,26 @@ def note_only(key: str, section: str, title: str, caption: str, notes: list[str]
     return out
 
 
-def percent_axis(axis: Any) -> None:
-    from matplotlib.ticker import PercentFormatter
+def percent_labels(values: list[float]) -> list[str]:
+    """Fractions as percent tick labels, with as many decimals as the ticks need to show their
+    own values (0.825 is "82.5%", not "82%"), the same number on every tick of the axis."""
+    percents = [100 * v for v in values]
+    decimals = next((d for d in range(4)
+                     if all(abs(round(p, d) - p) < 1e-6 for p in percents)), 4)
+    return [f"{p:.{decimals}f}%" for p in percents]
 
-    axis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+
+def percent_axis(axis: Any) -> None:
+    from matplotlib.ticker import Formatter
+
+    class Percent(Formatter):
+        def format_ticks(self, values: Any) -> list[str]:  # all of an axis's ticks at once
+            return percent_labels(list(values))
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return percent_labels([x])[0]
+
+    axis.set_major_formatter(Percent())
 
 
 # --------------------------------------------------------------------------- 1 learning curves
@@ -276,26 +292,26 @@ def _finite_or(v: float, default: float) -> float:
 def _groups(ax: Any, d: ReportData, notes: list[str]) -> None:
     rows = d.rows
     width = 0.8 / len(rows)
-    sizes = {g: len(d.classes.get(g, [])) for g in GROUPS} if d.classes else {}
+    sizes = {g: len(d.classes.get(g, [])) for g in SHOT_GROUPS} if d.classes else {}
     for i, r in enumerate(rows):
-        xs = [k + (i - (len(rows) - 1) / 2) * width for k in range(len(GROUPS))]
-        vals = [r[f"test_{g}"] for g in GROUPS]
+        xs = [k + (i - (len(rows) - 1) / 2) * width for k in range(len(SHOT_GROUPS))]
+        vals = [r[f"test_{g}"] for g in SHOT_GROUPS]
         ok = [(x, v) for x, v in zip(xs, vals, strict=True) if v is not None and math.isfinite(v)]
         ax.bar([x for x, _ in ok], [v for _, v in ok], width=width * 0.92,
                color=method_colour(r["method"]), label=r["method"])
-    empty = [g for g in GROUPS if all(not finite(r[f"test_{g}"]) for r in rows)]
+    empty = [g for g in SHOT_GROUPS if all(not finite(r[f"test_{g}"]) for r in rows)]
     for g in empty:
-        k = GROUPS.index(g)
+        k = SHOT_GROUPS.index(g)
         ax.text(k, 0.5, "no classes\nin this group", ha="center", va="center", fontsize=9,
                 color="#666666")
         notes.append(f"shot group '{g}' has no classes in this dataset")
     labels = [f"{g}\n({sizes[g]} class{'' if sizes[g] == 1 else 'es'})" if g in sizes else g
-              for g in GROUPS]
-    ax.set_xticks(range(len(GROUPS)), labels)
+              for g in SHOT_GROUPS]
+    ax.set_xticks(range(len(SHOT_GROUPS)), labels)
     ax.set_ylim(0, 1.0)
     percent_axis(ax.yaxis)
     ax.set_ylabel("test accuracy")
-    ax.set_title("by shot group (>100, 20–100, <20 training images)")
+    ax.set_title(f"by shot group ({limits_label()} training images)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=min(len(rows), 3),
               frameon=False)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.tune.report.compare import DN
 from dnet_tune.tune.report.data import ReportData, method_colour
 from dnet_tune.tune.report.figures import (
@@ -70,9 +71,9 @@ def per_class(d: ReportData) -> Figure:
     _per_class_panels(top, bottom, d, order, series)
     caption = ("Per-class test accuracy of Difficulty-Net's chosen config and of the best "
                "baseline (by validation), classes sorted from the most to the fewest training "
-               "images; shaded: many / medium / few-shot groups; grey dashed steps: training "
-               "images per class (right axis). Below: the difference per class, each bar in the "
-               "colour of the better method. "
+               f"images; shaded: {' / '.join(SHOT_GROUPS)}-shot groups; grey dashed steps: "
+               "training images per class (right axis). Below: the difference per class, each "
+               "bar in the colour of the better method. "
                + ("Source: " + "; ".join(sources) + "." if sources else ""))
     return finish("3-per-class", "Per-class accuracy", title, caption, fig, notes)
 
@@ -182,7 +183,7 @@ def learned_weights(d: ReportData) -> Figure:
     im = dif.imshow(dmat, aspect="auto", cmap="viridis", vmin=0, vmax=1, extent=extent,
                     interpolation="nearest")
     fig.colorbar(im, ax=dif, label="difficulty d", shrink=0.9)
-    dif.set_title("difficulty d per epoch")
+    dif.set_title("difficulty d, end of each epoch")
     flat = [v for line in wmat for v in line]
     lo, hi = min(flat), max(flat)
     norm = TwoSlopeNorm(1.0, min(lo, 0.99), max(hi, 1.01))  # 1 = the mean weight
@@ -193,12 +194,13 @@ def learned_weights(d: ReportData) -> Figure:
     bar.set_ticks([vmin, (vmin + 1) / 2, 1.0, (1 + vmax) / 2, vmax],
                   labels=[f"{v:.2f}" for v in (vmin, (vmin + 1) / 2, 1.0, (1 + vmax) / 2,
                                                 vmax)])
-    wei.set_title("class weight w per epoch")
+    wei.set_title("class weight w, end of each epoch")
     for ax in (dif, wei):
         ax.set_xlabel("epoch")
         ax.grid(False)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     caption = (f"Difficulty-Net's chosen config (search trial {trial}): the difficulty d it "
-               "assigned to each class and the resulting class weight w, as used during each "
-               "epoch, beside the class-frequency profile. Red: weighted above the mean.")
+               "assigned to each class and the resulting class weight w at the end of each "
+               "epoch (after its last Difficulty-Net step; w changes with every step within "
+               "an epoch), beside the class-frequency profile. Red: weighted above the mean.")
     return finish("4-learned-weights", "Learned class weights", title, caption, fig, [])

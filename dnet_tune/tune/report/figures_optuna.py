@@ -118,8 +118,11 @@ def method_figures(d: ReportData, method: str) -> list[Figure]:
         first: Any = axes if not hasattr(axes, "flat") else axes.flat[0]
         for dots in (c for a in first.figure.axes for c in a.collections):
             dots.set_cmap(visible_blues())  # the first trials were white on white
+        # one parameter: Optuna's colour bar sits outside any grid and constrained layout
+        # divides by zero on it; the tight layout handles that figure
         _restyle(first, f"{method}: the two most important parameters",
-                 (2.5 * len(top2) + 0.7, 3.0), figure_title=True)
+                 (2.5 * len(top2) + 0.7, 3.0), figure_title=True,
+                 layout="constrained" if len(top2) > 1 else "tight")
         out.append(_figure(f"5-slice-{method}", f"{method}: val against {' and '.join(top2)}",
                            "Each dot is a trial, coloured by its start order (darker = later).",
                            first.figure, []))
@@ -131,7 +134,7 @@ def method_figures(d: ReportData, method: str) -> list[Figure]:
             for lines in ax.collections:  # the lightest Blues are invisible on white
                 lines.set_cmap(visible_blues())
             _restyle(ax, f"{method}: parallel coordinates", (min(11.0, 1.6 * len(shown) + 2.4),
-                                                              3.4), layout=False)
+                                                              3.4), layout=None)
             more = (f" The {MAX_PARALLEL} most important of {len(ranked)} parameters."
                     if len(ranked) > MAX_PARALLEL else "")
             out.append(_figure(f"6-parallel-{method}", f"{method}: parallel coordinates",
@@ -174,7 +177,7 @@ def _plain_log_ticks(axis: Any) -> None:
 
 
 def _restyle(ax: Any, title: str, size: tuple[float, float], figure_title: bool = False,
-             layout: bool = True) -> None:
+             layout: str | None = "constrained") -> None:
     fig = ax.figure
     fig.set_size_inches(*size)
     fig.set_facecolor("white")
@@ -190,4 +193,4 @@ def _restyle(ax: Any, title: str, size: tuple[float, float], figure_title: bool 
     else:
         ax.set_title(title, fontsize=11, loc="left")
     if layout:  # not for the parallel plot: its extra axes break constrained layout
-        fig.set_layout_engine("constrained")
+        fig.set_layout_engine(layout)

@@ -20,6 +20,7 @@ from typing import Any
 from dnet_tune.console import pct
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import atomic_write, atomic_write_text
+from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.tune.report import figures, figures_classes, figures_optuna
 from dnet_tune.tune.report.data import ReportData, load_report_data, method_colour
 from dnet_tune.tune.report.text import KEY_PARAMS, _fmt, difference_line
@@ -101,8 +102,9 @@ def summary_table(d: ReportData) -> str:
         return (f"<p class='banner'>No method has a result: no trial reported a usable epoch "
                 f"({_esc(how)}){first}.</p>")
     winner = d.winner()
-    head = ("<tr><th class='l'>method</th><th>val</th><th>test ± 95% CI</th><th>many</th>"
-            "<th>medium</th><th>few</th><th>trials</th><th class='l'>trial statuses</th>"
+    head = ("<tr><th class='l'>method</th><th>val</th><th>test ± 95% CI</th>"
+            + "".join(f"<th>{g}</th>" for g in SHOT_GROUPS)
+            + "<th>trials</th><th class='l'>trial statuses</th>"
             "<th class='l'>chosen trial and key parameters</th></tr>")
     body = []
     for r in d.rows:
@@ -114,11 +116,11 @@ def summary_table(d: ReportData) -> str:
         params = " ".join(f"{label}={_fmt(r['config'][k])}" for k, label in KEY_PARAMS.items()
                           if k in r.get("config", {}))
         mark = " ★" if r["method"] == winner else ""
+        groups = "".join(f"<td>{pct(r[f'test_{g}'], 1)}</td>" for g in SHOT_GROUPS)
         body.append(
             f"<tr><td class='l'><span class='swatch' style='background:"
             f"{method_colour(r['method'])}'></span>{_esc(r['method'])}{mark}</td>"
-            f"<td>{pct(r['val_mean'], 1)}</td><td>{test}</td><td>{pct(r['test_many'], 1)}</td>"
-            f"<td>{pct(r['test_medium'], 1)}</td><td>{pct(r['test_few'], 1)}</td>"
+            f"<td>{pct(r['val_mean'], 1)}</td><td>{test}</td>{groups}"
             f"<td>{r['trials']}</td><td class='l'>"
             f"{_esc(', '.join(f'{n} {s}' for s, n in sorted(statuses.items())))}</td>"
             f"<td class='l wrap'><code>{_esc(r['trial_id'])}</code> {_esc(params)}</td></tr>")

@@ -11,8 +11,10 @@ from typing import Any
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from dnet_tune.console import pct
+from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.tune.plan import algorithm_note
 
 # short labels keep the table readable in an 80-column log; dn.lr and optim.lr must stay apart
@@ -28,14 +30,16 @@ def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
 
     One decimal and a light frame keep it inside 80 columns (CI logs, narrow terminals).
     """
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("method", "val", "test ±95%CI", "many", "med", "few", "trials", "compute"):
+    # plain text: a status such as ' [interrupted]' is not a markup tag
+    table = Table(title=Text(title, style="table.title"), box=box.SIMPLE_HEAD, pad_edge=False)
+    groups = [{"medium": "med"}.get(g, g) for g in SHOT_GROUPS]  # "med": within 80 columns
+    for col in ("method", "val", "test ±95%CI", *groups, "trials", "compute"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     for r in rows:
         ci = r["test_ci95"]
         test = pct(r["test_mean"], 1) + (f" ±{100 * ci:.1f}" if _finite(ci) else "")
-        table.add_row(r["method"], pct(r["val_mean"], 1), test, pct(r["test_many"], 1),
-                      pct(r["test_medium"], 1), pct(r["test_few"], 1), str(r["trials"]),
+        table.add_row(r["method"], pct(r["val_mean"], 1), test,
+                      *(pct(r[f"test_{g}"], 1) for g in SHOT_GROUPS), str(r["trials"]),
                       _compute(r))
     return table
 
@@ -88,7 +92,7 @@ def status_line(rep: dict[str, Any]) -> str:
 def print_report(console: Console, reports: list[dict[str, Any]], where: str) -> None:
     """`dnet-tune report`: per experiment, the comparison table, the difference, the choices."""
     if not reports:
-        console.print(f"no finished experiments in '{where}'")
+        console.print(f"no finished experiments in '{where}'", soft_wrap=True)
         return
     for rep in reports:
         status = "" if rep["status"] == "finished" else f" [{rep['status']}]"

@@ -1,0 +1,104 @@
+"""`dnet-tune train`: one training run, Difficulty-Net or a baseline, no Ray involved."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from dnet_tune.commands.shared import add_data_options, data_overrides, method_help
+from dnet_tune.dotted import merge
+from dnet_tune.errors import UserError
+
+HELP = "one training run (Difficulty-Net or a baseline)"
+
+
+def add_arguments(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--dataset", help="registered dataset (see `dnet-tune data list`)")
+    method_help(t.add_argument("--method"),
+                "%(default_method)s (default) or a baseline: %(baselines)s")
+    t.add_argument("--model", help="backbone (default: the dataset recipe's)")
+    t.add_argument("--epochs", type=int, help="stage-1 training epochs (stage 2 adds "
+                                              "stage2.epochs); the step milestones follow")
+    t.add_argument("--seed", type=int, help="seed of every random draw of the run")
+    t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--recipe", help="a published setting from recipes/ (e.g. paper: the "
+                                    "authors' CIFAR-LT two-stage recipe) or a recipe YAML")
+    t.add_argument("--config", help="YAML config (e.g. written by a run or by export)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set method.lam=1.0 (repeatable)")
+    t.add_argument("--output", help="run directory (default runs/<dataset>-<method>-s<seed>)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --output, exactly as its checkpoint describes")
+    t.add_argument("--extend", type=int, metavar="N",
+                   help="with --resume: N more stage-1 epochs, recorded in the run; the lr "
+                        "continues the rest of its schedule, stretched to the new end")
+    t.add_argument("--smoke", action="store_true", help="shrink the run to seconds (CI)")
+    t.add_argument("--quiet", action="store_true", help="no console output")
+    add_data_options(t)
+
+
+def _defaults() -> argparse.Namespace:
+    """Every flag at its default: what `--resume` compares the given flags with."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([])
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from dnet_tune.config import total_epochs
+    from dnet_tune.console import epoch_progress, epoch_status, final_table, make_console
+    from dnet_tune.run import check_resume_flags, resolve_config, smoke_overrides, train_to_dir
+
+    check_resume_flags(vars(args), vars(_defaults()))
+    console = make_console(args.quiet)
+    if args.resume:
+        if not args.output:
+            raise UserError("--resume needs --output pointing at the run to continue")
+        cfg = None
+        output = args.output
+    else:
+        overrides: dict[str, Any] = smoke_overrides() if args.smoke else {}
+        flags = {"method": {"name": args.method}, "model": {"name": args.model},
+                 "train": {"epochs": args.epochs, "seed": args.seed, "device": args.device}}
+        for section, values in flags.items():
+            given = {k: v for k, v in values.items() if v is not None}
+            if given:
+                overrides.setdefault(section, {}).update(given)
+        overrides = merge(overrides, data_overrides(args))
+        cfg = resolve_config(dataset=args.dataset, recipe=args.recipe, config_path=args.config,
+                             sets=args.set, overrides=overrides)
+        output = args.output or f"runs/{cfg.data.name}-{cfg.method.name}-s{cfg.train.seed}"
+
+    progress: Progress = epoch_progress(console)
+    task: list[Any] = []
+
+    def on_start(trainer: Any) -> None:
+        c = trainer.cfg
+        # ends with the run directory: one line whatever the width, so it can be copied
+        console.print(f"[bold]{c.data.name}[/] · {c.method.name} · {c.model.name} · "
+                      f"{len(trainer.ds.train)} train images, {trainer.num_classes} classes · "
+                      f"device {trainer.device} → {output}", soft_wrap=True)
+        progress.start()
+        task.append(progress.add_task("train", total=total_epochs(c), completed=trainer.epoch,
+                                      status=""))
+
+    def on_epoch(m: dict[str, Any]) -> None:
+        progress.update(task[0], completed=m["epoch"], status=epoch_status(m))
+
+    try:
+        final = train_to_dir(cfg, output, resume=args.resume, extend=args.extend,
+                             on_start=on_start, on_epoch=on_epoch)
+    except FloatingPointError as exc:  # a diverged run is a result about the config
+        progress.stop()
+        print(f"dnet-tune: error: the run diverged: {exc} ({output} keeps what ran before); "
+              f"lower the learning rate (optim.lr) and train again", file=sys.stderr)
+        return 1
+    finally:
+        progress.stop()
+    how = (f"best val_acc of {final['last_epoch']}" if final["selected_by"] == "val_acc"
+           else "the last: no validation split (data.val_per_class=0), nothing selected")
+    console.print(final_table(final, f"selected epoch {final['selected_epoch']} ({how})"))
+    return 0

@@ -1,0 +1,110 @@
+"""ResNet-152 in torchvision's layout, so that torchvision's ImageNet weights load into it.
+
+The Places-LT recipe fine-tunes an ImageNet-pretrained ResNet-152 (spec §6). Nothing is fetched
+at run time: the user downloads torchvision's weights once and names the file in
+`model.pretrained` (see `pretrained.py`). For that file to load as it is, every module here
+carries torchvision's name and shape (`conv1`, `bn1`, `layer1.0.downsample.0`, ..., `fc`), the
+stride sits on the 3×3 conv as in torchvision, and `forward` computes what torchvision's does up
+to the pooled features.
+
+The head differs on purpose: `fc` is a cosine classifier (as in the authors' Places-LT model and
+this project's other ImageNet-style models), so its state has `fc.weight` only, shaped by the
+run's class count. The pretrained file's `fc` (a 1000-class ImageNet layer) is therefore never
+loaded: the head always starts fresh, and the log says so.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dnet_tune.config import ModelConfig
+from dnet_tune.models.registry import MODELS
+from dnet_tune.models.resnet_imagenet import CosineClassifier
+
+
+class Bottleneck(nn.Module):
+    """1×1-3×3-1×1 block with 4× expansion, torchvision's names; `downsample` exists only where
+    the shape changes (the first block of each stage). Out-of-place ops only: forward-mode AD
+    and `functional_call` never see an activation overwritten."""
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_planes != out_planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_planes),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity)
+
+
+class TorchvisionResNet(nn.Module):
+    """Stem (`conv1`, `bn1`, max-pool), `layer1`…`layer4` of bottlenecks at 64/128/256/512 base
+    width, global average pool, cosine head `fc`. He-normal (fan-out) conv init, BatchNorm at
+    the identity, as torchvision initialises a network it has no weights for."""
+
+    def __init__(self, layers: list[int], num_classes: int, in_channels: int = 3,
+                 cosine_scale: float = 30.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        in_planes = 64
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+            blocks: list[nn.Module] = []
+            for j in range(n):
+                blocks.append(Bottleneck(in_planes, planes, 2 if i > 0 and j == 0 else 1))
+                in_planes = planes * Bottleneck.expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = in_planes
+        self.fc = CosineClassifier(in_planes, num_classes, scale=cosine_scale)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @property
+    def classifier(self) -> nn.Module:
+        """The head under the name stage 2 looks for (torchvision calls it `fc`)."""
+        return self.fc
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled 2048-d features, for a stage-2 head retrain on a frozen backbone."""
+        out = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            out = getattr(self, name)(out)
+        return torch.flatten(self.avgpool(out), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc(self.forward_features(x))
+        return out
+
+
+@MODELS.register(
+    "resnet152",
+    description="ResNet-152 [3,8,36,3] in torchvision's layout (model.pretrained loads its "
+                "ImageNet weights) + cosine head, ~58M backbone params",
+    smoke_size=32,  # smallest cheap input size, used by the registry tests
+    head="fc",  # the classifier: never taken from a pretrained file
+)
+def build_resnet152(
+    cfg: ModelConfig, num_classes: int, in_channels: int, image_size: int
+) -> nn.Module:
+    return TorchvisionResNet([3, 8, 36, 3], num_classes, in_channels, cfg.cosine_scale)
