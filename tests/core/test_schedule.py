@@ -47,7 +47,7 @@ def _old_export(tmp_path, milestones, epochs=60):
     data["optim"]["milestones"] = milestones
     for key in ("threads", "extensions"):
         del data["train"][key]
-    data["provenance"] = {"trial_id": "t0"}
+    data["provenance"] = {"trial_id": "t0", "note": "ignored by train"}
     path = tmp_path / "best.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
