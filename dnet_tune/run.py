@@ -31,6 +31,7 @@ from dnet_tune.config import (
 from dnet_tune.dotted import merge
 from dnet_tune.errors import DamagedFile, UserError
 from dnet_tune.fileio import atomic_write_json, atomic_write_text, write_parquet_rows
+from dnet_tune.recipe import recipe_layer
 from dnet_tune.schedule import STRETCH, migrate_milestones
 from dnet_tune.yamlio import dump_yaml
 
@@ -99,7 +100,6 @@ def resolve_dict(
     Unchecked as a whole (the caller converts it); a named recipe is checked on its own.
     """
     from dnet_tune.data.registry import dataset_recipe
-    from dnet_tune.recipe import recipe_layer
 
     user = load_yaml(config_path) if config_path else {}
     if PROVENANCE_KEY in user:
@@ -131,8 +131,6 @@ def _check_exported_whole(user: dict[str, Any], path: str) -> None:
 
     A file cut before its provenance cannot be told from a hand-written partial config.
     """
-    import dataclasses
-
     prov = user[PROVENANCE_KEY]
     missing = [f.name for f in dataclasses.fields(Config) if f.name not in user]
     if not isinstance(prov, dict) or PROVENANCE_END not in prov:

@@ -27,9 +27,13 @@ from torch import nn
 
 from dnet_tune.config import Config, config_to_dict, resolve_threads, total_epochs
 from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.data.loader import MetaBatches, make_batches
+from dnet_tune.data.registry import build_dataset
 from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
 from dnet_tune.errors import DamagedFile, UserError, describe
+from dnet_tune.fileio import atomic_write
 from dnet_tune.method.methods import Batch, Method, create_method
+from dnet_tune.models.registry import create_model
 from dnet_tune.schedule import lr_at
 from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.stage2 import Stage2, check_stage2_model
@@ -94,10 +98,6 @@ class Trainer:
     """Owns θ, φ (inside the method), optimisers, `a`, the epoch counter and the selection."""
 
     def __init__(self, cfg: Config, dataset: LTDataset | None = None) -> None:
-        from dnet_tune.data.loader import MetaBatches, make_batches
-        from dnet_tune.data.registry import build_dataset
-        from dnet_tune.models.registry import create_model
-
         # Before any work: CPU results depend on the intra-op thread count, so it is part of
         # the config, and `auto` becomes the number that runs (and is recorded).
         cfg = resolve_threads(cfg, torch.get_num_threads())
@@ -330,8 +330,6 @@ class Trainer:
 
 
 def save_checkpoint(trainer: Trainer, path: str) -> None:
-    from dnet_tune.fileio import atomic_write
-
     state = trainer.state_dict()
     atomic_write(path, lambda p: torch.save(state, p))
 

@@ -26,6 +26,7 @@ from ray.tune import result as ray_result
 
 from dnet_tune.config import Config, config_from_dict
 from dnet_tune.data.base import LTDataset
+from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 from dnet_tune.tune.sampling import METHOD_KEY, apply_flat
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -97,8 +98,6 @@ def diverged_result(epoch: int, reason: str) -> dict[str, Any]:
 
 
 def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> None:
-    from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
-
     trainer = Trainer(trial_config(setup.base_for(config), config, setup.virtual), data.get())
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

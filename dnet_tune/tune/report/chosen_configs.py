@@ -10,6 +10,7 @@ import contextlib
 import math
 import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,6 @@ from dnet_tune.yamlio import dump_yaml
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for pkg in ("dnet-tune", "torch", "ray", "optuna", "pyarrow", "numpy"):
         with contextlib.suppress(PackageNotFoundError):

@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from dnet_tune.config import config_from_dict
 from dnet_tune.errors import UserError
+from dnet_tune.schedule import migrate_milestones
 from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.tune.report import chosen_configs
 from dnet_tune.tune.report.compare import DN, winner
 from dnet_tune.tune.results import load_experiment, sampled_values
-from dnet_tune.tune.space import SearchSpace
+from dnet_tune.tune.space import SearchSpace, default_space_path
+from dnet_tune.tune.space_file import load_space
 from dnet_tune.tune.storage import RESTORE, exists, join, read_table
 
 SPARE_COLOURS = ("#e377c2", "#bcbd22", "#17becf", "#393b79", "#ad494a")
@@ -163,11 +168,8 @@ def _classes(meta: dict[str, Any], summary: list[dict[str, Any]]) -> tuple[dict[
     config_yaml = next((r.get("config_yaml") for r in summary if r.get("config_yaml")), None)
     if config_yaml is None:
         return None, "no trial config to find the dataset's class counts from"
-    import yaml
 
-    from dnet_tune.config import config_from_dict
     from dnet_tune.data.registry import describe
-    from dnet_tune.schedule import migrate_milestones
 
     try:  # only its data section is used: older absolute milestones need no note here
         raw, _ = migrate_milestones(yaml.safe_load(config_yaml), "a trial's config")
@@ -179,9 +181,6 @@ def _classes(meta: dict[str, Any], summary: list[dict[str, Any]]) -> tuple[dict[
 
 def _space(meta: dict[str, Any]) -> tuple[SearchSpace | None, str]:
     """The space the search used; if that file is gone, the packaged one for the dataset."""
-    from dnet_tune.tune.space import default_space_path
-    from dnet_tune.tune.space_file import load_space
-
     tried = [p for p in (meta.get("space"),) if p]
     if meta.get("dataset"):
         tried.append(str(default_space_path(str(meta["dataset"]))))
