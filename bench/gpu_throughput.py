@@ -44,6 +44,8 @@ def _trainer(args: argparse.Namespace, seed: int) -> Any:
     sets = [f"train.seed={seed}", *args.set]
     if args.epochs is not None:
         sets.append(f"train.epochs={args.epochs}")
+    if args.mode == "pack":  # throughput only: 1-epoch runs cannot hold the recipe's warm-up
+        sets.append("optim.warmup_epochs=0")
     cfg = resolve_config(dataset=args.dataset, recipe=args.recipe, sets=sets,
                          overrides={"data": {"data_dir": args.data_dir},
                                     "train": {"device": args.device}})

@@ -51,7 +51,8 @@ from dnet_tune.data.registry import build_dataset
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import atomic_write_json
 from dnet_tune.run import resolve_config
-from dnet_tune.train import Trainer, epoch_generator, lr_at
+from dnet_tune.schedule import lr_at
+from dnet_tune.train import Trainer, epoch_generator
 
 SEED = 0
 N_BATCHES = 8  # distinct mini-batches, cycled

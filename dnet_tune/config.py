@@ -21,6 +21,7 @@ import yaml
 from dnet_tune.dotted import unflatten
 from dnet_tune.errors import UserError
 from dnet_tune.method import DIFFICULTY_NET
+from dnet_tune.schedule import STRETCH, check_schedule, refuse_absolute_milestones
 from dnet_tune.yamlio import read_yaml, yaml_load
 
 # crop_flip: random crop + flip; autoaugment: + AutoAugment; autoaugment_cutout: + Cutout.
@@ -89,9 +90,23 @@ class OptimConfig:
     weight_decay: float = 5e-4
     nesterov: bool = False
     schedule: Literal["step", "cosine"] = "cosine"
-    warmup_epochs: int = 0
-    milestones: list[int] = field(default_factory=lambda: [160, 180])
+    warmup_epochs: int = 0  # linear warm-up, in epochs whatever the run's length
+    # step: ×gamma at these fractions of stage 1's length (train.epochs), each at the nearest
+    # epoch, so that every length keeps the shape (dnet_tune.schedule); replaces the absolute
+    # `milestones` of older files
+    milestone_fractions: list[float] = field(default_factory=lambda: [0.8, 0.9])
     gamma: float = 0.01
+
+
+@dataclass
+class Extension:
+    """`train --resume --extend N`: at `at_epoch` completed epochs, stage 1 went from
+    `from_epochs` to `to_epochs`; `lr` names what the schedule did (dnet_tune.schedule)."""
+
+    at_epoch: int
+    from_epochs: int
+    to_epochs: int
+    lr: Literal["stretch"] = STRETCH
 
 
 @dataclass
@@ -106,6 +121,11 @@ class TrainConfig:
     # on_improvement: evaluate the test split only at epochs where val_acc improved (the only
     # epochs a selected result can come from); others record NaN. Selection never reads test.
     test_eval: Literal["every_epoch", "on_improvement"] = "every_epoch"
+    # intra-op CPU threads (torch.set_num_threads), set before any work: results on CPU depend
+    # on it. auto: the process's count when the run starts (OMP_NUM_THREADS, else torch's
+    # default); a search's trials: --cpus-per-trial. A run records the number it used.
+    threads: int | Literal["auto"] = "auto"
+    extensions: list[Extension] = field(default_factory=list)  # `--extend`s, in order
 
 
 @dataclass
@@ -142,6 +162,15 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
+
+
+def resolve_threads(cfg: Config, available: int) -> Config:
+    """`cfg` with `train.threads: auto` replaced by `available` (at least 1): what runs is the
+    number that is recorded."""
+    if cfg.train.threads != "auto":
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                              threads=max(1, int(available))))
 
 
 def total_epochs(cfg: Config) -> int:
@@ -220,6 +249,11 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             where = f"{prefix}.{k}" if prefix else str(k)
             valid = ", ".join(sorted(names))
             raise UserError(f"unknown config key '{where}'; valid keys here: {valid}")
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in data:
+            where = f"{prefix}.{f.name}" if prefix else f.name
+            raise UserError(f"config key '{where}' is missing")
     kwargs = {
         k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()
     }
@@ -228,6 +262,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Build a `Config`, rejecting unknown keys and wrong types with the dotted key named."""
+    refuse_absolute_milestones(data)
     cfg: Config = _from_dict(Config, data)
     validate(cfg)
     return cfg
@@ -321,6 +356,10 @@ def validate(cfg: Config) -> None:
         eps = getattr(cfg.stage2, key)
         if eps is not None and not 0 <= eps < 1:
             raise UserError(f"config key 'stage2.{key}' must be in [0, 1) or null, got {eps}")
+    if isinstance(cfg.train.threads, int) and cfg.train.threads < 1:
+        raise UserError(f"config key 'train.threads' must be >= 1 or auto, "
+                        f"got {cfg.train.threads}")
+    check_schedule(cfg.optim, cfg.train)
     if cfg.model.pretrained is not None and not cfg.model.pretrained.strip():
         raise UserError("config key 'model.pretrained' must be the path of a state-dict file "
                         "or null, got ''")

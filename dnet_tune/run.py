@@ -1,12 +1,19 @@
 """A training run on disk: resolve the config, train, and write the run directory.
 
 Layout of `--output`: `config.yaml` (complete and resolved: feeding it back to `--config`
-reproduces the run), `metrics.parquet` (one row per epoch), `checkpoint.pt` (everything needed
-to continue exactly, plus the selected weights), `final.json` (the epoch selected by val_acc).
+reproduces the run, extensions included), `metrics.parquet` (one row per epoch),
+`checkpoint.pt` (everything needed to continue exactly, plus the selected weights), `final.json`
+(the epoch selected by val_acc).
+
+A resume continues the run its checkpoint describes and nothing else: a flag that would change
+it is refused, and the one way to change it, a longer stage 1 (`--extend N`), is recorded in the
+config (`train.extensions`) with the epoch at which it happened.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +21,7 @@ from typing import Any
 from dnet_tune.config import (
     Config,
     DataConfig,
+    Extension,
     config_from_dict,
     config_to_dict,
     load_yaml,
@@ -23,15 +31,60 @@ from dnet_tune.config import (
 from dnet_tune.dotted import merge
 from dnet_tune.errors import DamagedFile, UserError
 from dnet_tune.fileio import atomic_write_json, atomic_write_text, write_parquet_rows
+from dnet_tune.recipe import recipe_layer
+from dnet_tune.schedule import STRETCH, migrate_milestones
 from dnet_tune.yamlio import dump_yaml
 
 PROVENANCE_KEY = "provenance"  # extra block in exported configs; not part of the run config
 PROVENANCE_END = "note"  # the provenance's last key: an exported config cut short lacks it
+# what `train --resume` may be given: the run to continue, how to show it, a named extension
+RESUME_FLAGS = frozenset({"command", "resume", "output", "quiet", "extend"})
+
+
+def note(text: str) -> None:
+    """A fact the user must not miss although nothing failed (stderr, like errors)."""
+    print(f"dnet-tune: note: {text}", file=sys.stderr)
 
 
 def smoke_overrides() -> dict[str, Any]:
-    """Shrinks any run to seconds (CI, `--smoke`); the method and data stay the real ones."""
-    return {"train": {"epochs": 2}, "stage2": {"epochs": 1}}
+    """Shrinks any run to seconds (CI, `--smoke`); the method and data stay the real ones.
+    No warm-up: two epochs cannot hold a recipe's (CIFAR: 5)."""
+    return {"train": {"epochs": 2}, "stage2": {"epochs": 1}, "optim": {"warmup_epochs": 0}}
+
+
+def check_resume_flags(given: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """`train --resume` takes no flag that would change the run (one line naming the first);
+    `--extend` needs `--resume`. `given`/`defaults`: the parsed flags and the parser's defaults."""
+    if not given.get("resume"):
+        if given.get("extend") is not None:
+            raise UserError("--extend lengthens a run being resumed: pass --resume --output "
+                            "<run dir> --extend N")
+        return
+    for key, value in given.items():
+        if key in RESUME_FLAGS or value == defaults.get(key, value):
+            continue
+        flag = "--" + key.replace("_", "-")
+        longer = ("; to train longer, --extend N adds N stage-1 epochs (recorded in the run)"
+                  if key == "epochs" else "")
+        raise UserError(f"{flag} cannot be combined with --resume: a resumed run continues "
+                        f"with the config of its checkpoint; drop {flag}{longer}, or train a "
+                        f"new run with another --output")
+
+
+def extended(cfg: Config, done: int, more: int) -> Config:
+    """`cfg` with stage 1 `more` epochs longer from completed epoch `done`, recorded in
+    `train.extensions` (the schedule's rest is stretched: dnet_tune.schedule)."""
+    t = cfg.train
+    if more < 1:
+        raise UserError(f"--extend must be >= 1 (more stage-1 epochs), got {more}")
+    if cfg.stage2.enabled and done > t.epochs:
+        raise UserError(f"the run is in stage 2 (epoch {done}; stage 1 ended at {t.epochs}): "
+                        f"--extend lengthens stage 1; train a new run with a longer "
+                        f"train.epochs instead")
+    ext = Extension(at_epoch=done, from_epochs=t.epochs, to_epochs=t.epochs + more, lr=STRETCH)
+    return config_from_dict(config_to_dict(dataclasses.replace(
+        cfg, train=dataclasses.replace(t, epochs=t.epochs + more, extensions=[*t.extensions,
+                                                                               ext]))))
 
 
 def resolve_dict(
@@ -47,12 +100,14 @@ def resolve_dict(
     Unchecked as a whole (the caller converts it); a named recipe is checked on its own.
     """
     from dnet_tune.data.registry import dataset_recipe
-    from dnet_tune.recipe import recipe_layer
 
     user = load_yaml(config_path) if config_path else {}
     if PROVENANCE_KEY in user:
         _check_exported_whole(user, str(config_path))
     user.pop(PROVENANCE_KEY, None)
+    user, migrated = migrate_milestones(user, f"'{config_path}'")
+    if migrated:
+        note(migrated)
     top = merge(parse_set(sets or []), overrides or {})
     if dataset is not None:
         top = merge(top, {"data": {"name": dataset}})
@@ -76,8 +131,6 @@ def _check_exported_whole(user: dict[str, Any], path: str) -> None:
 
     A file cut before its provenance cannot be told from a hand-written partial config.
     """
-    import dataclasses
-
     prov = user[PROVENANCE_KEY]
     missing = [f.name for f in dataclasses.fields(Config) if f.name not in user]
     if not isinstance(prov, dict) or PROVENANCE_END not in prov:
@@ -124,13 +177,12 @@ def train_to_dir(
     output: str | Path,
     *,
     resume: bool = False,
-    epochs: int | None = None,
+    extend: int | None = None,
     on_start: Callable[[Any], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train into `output`; with `resume`, continue the checkpoint found there."""
-    import dataclasses
-
+    """Train into `output`; with `resume`, continue the checkpoint found there, `extend` more
+    stage-1 epochs if given."""
     from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 
     out = Path(output)
@@ -141,15 +193,20 @@ def train_to_dir(
         state = load_checkpoint(str(ckpt), f"restore it from a backup copy, or train the run "
                                            f"again: dnet-tune train --config {out / 'config.yaml'} "
                                            f"--output <another folder>")
-        cfg = config_from_dict(state["config"])
-        if epochs is not None and epochs != cfg.train.epochs:
-            if cfg.stage2.enabled and int(state["epoch"]) > cfg.train.epochs:
-                raise UserError(f"the run is in stage 2 (epoch {state['epoch']}, stage 1 ended at "
-                                f"{cfg.train.epochs}): --epochs, the stage-1 length, cannot "
-                                f"change any more")
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=epochs))
+        raw, migrated = migrate_milestones(state["config"], f"the checkpoint '{ckpt}'")
+        if migrated:
+            note(migrated)
+        cfg = config_from_dict(raw)
+        if extend is not None:
+            cfg = extended(cfg, int(state["epoch"]), extend)
         trainer = Trainer(cfg)
         trainer.load_state_dict(state)
+        if extend is not None:  # recorded before any epoch of it runs
+            save_checkpoint(trainer, str(ckpt))
+            note(f"stage 1 extended from {cfg.train.extensions[-1].from_epochs} to "
+                 f"{cfg.train.epochs} epochs at epoch {trainer.epoch} (train.extensions in "
+                 f"{out / 'config.yaml'}); the lr continues the rest of its schedule, "
+                 f"stretched to the new end")
     else:
         if cfg is None:
             raise ValueError("cfg is required unless resuming")
@@ -167,8 +224,8 @@ def train_to_dir(
         if on_epoch is not None:
             on_epoch(metrics)
     if trainer.best is None:
-        raise UserError(f"no epoch was run: the run's {total_epochs(trainer.cfg)} epochs are not "
-                        f"above the {trainer.epoch} already done; pass --epochs")
+        raise UserError(f"no epoch was run: the run's {total_epochs(trainer.cfg)} epochs are "
+                        f"done; pass --extend N to train N more")
     final = final_summary(trainer.best, trainer.epoch, trainer.selects_on_val)
     atomic_write_json(out / "final.json", final)
     return final

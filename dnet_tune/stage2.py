@@ -28,6 +28,7 @@ from torch import nn
 
 from dnet_tune.config import Config
 from dnet_tune.data.base import LTDataset
+from dnet_tune.data.loader import make_batches
 from dnet_tune.device import autocast
 from dnet_tune.errors import UserError
 from dnet_tune.stage2_sampler import class_balanced_order, epoch_length
@@ -130,8 +131,6 @@ class Stage2:
 
     def __init__(self, cfg: Config, model: nn.Module, ds: LTDataset,
                  device: torch.device) -> None:
-        from dnet_tune.data.loader import make_batches
-
         check_stage2_model(model, cfg.model.name)
         s, d = cfg.stage2, cfg.data
         self.cfg = cfg

@@ -25,11 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnet_tune.config import Config, config_to_dict, total_epochs
+from dnet_tune.config import Config, config_to_dict, resolve_threads, total_epochs
 from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.data.loader import MetaBatches, make_batches
+from dnet_tune.data.registry import build_dataset
 from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
 from dnet_tune.errors import DamagedFile, UserError, describe
+from dnet_tune.fileio import atomic_write
 from dnet_tune.method.methods import Batch, Method, create_method
+from dnet_tune.models.registry import create_model
+from dnet_tune.schedule import lr_at
 from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.stage2 import Stage2, check_stage2_model
 
@@ -58,17 +63,6 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     """An independent, reproducible stream per (seed, epoch, purpose)."""
     state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
-
-
-def lr_at(cfg: Config, epoch: int) -> float:
-    """Per-epoch learning rate: linear warm-up, then step decay or cosine (epoch is 0-based)."""
-    o = cfg.optim
-    if epoch < o.warmup_epochs:
-        return o.lr * (epoch + 1) / o.warmup_epochs
-    if o.schedule == "step":
-        return o.lr * o.gamma ** sum(epoch >= m for m in o.milestones)
-    span = max(1, cfg.train.epochs - o.warmup_epochs)
-    return o.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - o.warmup_epochs) / span))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -104,10 +98,10 @@ class Trainer:
     """Owns θ, φ (inside the method), optimisers, `a`, the epoch counter and the selection."""
 
     def __init__(self, cfg: Config, dataset: LTDataset | None = None) -> None:
-        from dnet_tune.data.loader import MetaBatches, make_batches
-        from dnet_tune.data.registry import build_dataset
-        from dnet_tune.models.registry import create_model
-
+        # Before any work: CPU results depend on the intra-op thread count, so it is part of
+        # the config, and `auto` becomes the number that runs (and is recorded).
+        cfg = resolve_threads(cfg, torch.get_num_threads())
+        torch.set_num_threads(int(cfg.train.threads))
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
         seed_everything(cfg.train.seed, resolve_deterministic(cfg.train.deterministic,
@@ -336,8 +330,6 @@ class Trainer:
 
 
 def save_checkpoint(trainer: Trainer, path: str) -> None:
-    from dnet_tune.fileio import atomic_write
-
     state = trainer.state_dict()
     atomic_write(path, lambda p: torch.save(state, p))
 

@@ -18,8 +18,8 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     method_help(t.add_argument("--method"),
                 "%(default_method)s (default) or a baseline: %(baselines)s")
     t.add_argument("--model", help="backbone (default: the dataset recipe's)")
-    t.add_argument("--epochs", type=int, help="stage-1 training epochs (with --resume: the new "
-                                              "total; stage 2 adds stage2.epochs)")
+    t.add_argument("--epochs", type=int, help="stage-1 training epochs (stage 2 adds "
+                                              "stage2.epochs); the step milestones follow")
     t.add_argument("--seed", type=int, help="seed of every random draw of the run")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--recipe", help="a published setting from recipes/ (e.g. paper: the "
@@ -28,10 +28,21 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set method.lam=1.0 (repeatable)")
     t.add_argument("--output", help="run directory (default runs/<dataset>-<method>-s<seed>)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --output")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --output, exactly as its checkpoint describes")
+    t.add_argument("--extend", type=int, metavar="N",
+                   help="with --resume: N more stage-1 epochs, recorded in the run; the lr "
+                        "continues the rest of its schedule, stretched to the new end")
     t.add_argument("--smoke", action="store_true", help="shrink the run to seconds (CI)")
     t.add_argument("--quiet", action="store_true", help="no console output")
     add_data_options(t)
+
+
+def _defaults() -> argparse.Namespace:
+    """Every flag at its default: what `--resume` compares the given flags with."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     from dnet_tune.config import total_epochs
     from dnet_tune.console import epoch_progress, epoch_status, final_table, make_console
-    from dnet_tune.run import resolve_config, smoke_overrides, train_to_dir
+    from dnet_tune.run import check_resume_flags, resolve_config, smoke_overrides, train_to_dir
 
+    check_resume_flags(vars(args), vars(_defaults()))
     console = make_console(args.quiet)
     if args.resume:
         if not args.output:
@@ -77,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
         progress.update(task[0], completed=m["epoch"], status=epoch_status(m))
 
     try:
-        final = train_to_dir(cfg, output, resume=args.resume,
-                             epochs=args.epochs if args.resume else None,
+        final = train_to_dir(cfg, output, resume=args.resume, extend=args.extend,
                              on_start=on_start, on_epoch=on_epoch)
     except FloatingPointError as exc:  # a diverged run is a result about the config
         progress.stop()

@@ -13,6 +13,8 @@ from typing import TypedDict
 import numpy as np
 import torch
 
+from dnet_tune.data.longtail import shot_groups
+
 
 @dataclass
 class Split:
@@ -51,8 +53,6 @@ class LTDataset:
         return self.train.counts(self.num_classes)
 
     def groups(self) -> dict[str, list[int]]:
-        from dnet_tune.data.longtail import shot_groups
-
         return shot_groups(self.train_counts())
 
 

@@ -223,7 +223,7 @@ CIFAR_RECIPE: dict[str, Any] = {
         "nesterov": False,
         "schedule": "step",
         "warmup_epochs": 5,
-        "milestones": [160, 180],
+        "milestone_fractions": [0.8, 0.9],  # 160 and 180 of 200; 48 and 54 of 60
         "gamma": 0.01,
     },
     "train": {"epochs": 200},

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dnet_tune.config import DataConfig
+from dnet_tune.data.registry import resolve_data_dir
 from dnet_tune.errors import UserError
 
 _ALIASES = {"cifar10": "cifar10", "cifar10_lt": "cifar10", "cifar100": "cifar100",
@@ -16,9 +18,6 @@ _ALIASES = {"cifar10": "cifar10", "cifar10_lt": "cifar10", "cifar100": "cifar100
 
 def download(name: str, data_dir: str | Path | None = None) -> Path:
     """Download CIFAR-10/100 (train and test) under `data_dir` (None: the builders' default)."""
-    from dnet_tune.config import DataConfig
-    from dnet_tune.data.registry import resolve_data_dir
-
     key = _ALIASES.get(name)
     root = resolve_data_dir(DataConfig(data_dir=str(data_dir) if data_dir else None))
     if key is None:

@@ -153,7 +153,8 @@ PLACES_RECIPE = merge(_OLTR_RECIPE, {
     "model": {"name": "resnet152", "reinit": ["layer4.2"]},
     "method": {"base_loss": "ce", "acc_refresh": "before_epoch"},
     "dn": {"hidden": [512, 512]},
-    "optim": {"lr": 0.01, "nesterov": False, "schedule": "step", "milestones": [10, 20],
+    "optim": {"lr": 0.01, "nesterov": False, "schedule": "step",
+              "milestone_fractions": [1 / 3, 2 / 3],  # 10 and 20 of 30
               "gamma": 0.1},
     "train": {"epochs": 30},
     "stage2": {"smoothing_head": 0.4, "smoothing_tail": 0.1},

@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from dnet_tune.dotted import merge
+from dnet_tune.train import Trainer
 from dnet_tune.tune.faults import interrupt
 from dnet_tune.tune.plan import Resources
 from dnet_tune.tune.report.compare import candidates
@@ -55,8 +56,6 @@ def jobs_for(summary: list[dict[str, Any]], records: dict[str, TrialRecord],
 
 
 def _confirm_run(data: DataHandle, cfg: dict[str, Any]) -> dict[str, Any]:
-    from dnet_tune.train import Trainer
-
     trainer = Trainer(trial_config(cfg, {}, frozenset()), data.get())
     seconds = 0.0
     for metrics in trainer.fit():

@@ -17,7 +17,9 @@ from rich.console import Console
 
 from dnet_tune.errors import UserError
 from dnet_tune.tune import ray_internals
+from dnet_tune.tune.faults import reaper
 from dnet_tune.tune.plan import SearchRequest, gpus_per_trial, trial_slots
+from dnet_tune.tune.preflight import check_reachable, version_mismatch
 
 RAY_TEMP_ENV = "DNET_RAY_TEMP_DIR"  # tests point Ray's session files at a pytest tmp dir
 
@@ -26,16 +28,12 @@ class LocalRay:
     """The local Ray this command started, and the watchdog that removes its leftovers."""
 
     def __init__(self) -> None:
-        from dnet_tune.tune.faults import reaper
-
         self.token = uuid.uuid4().hex
         self.reaper = reaper.start(self.token)
 
     def mark(self) -> dict[str, str]:
         """Environment entries every process of this Ray must inherit (see `reaper`)."""
-        from dnet_tune.tune.faults.reaper import ENV
-
-        return {ENV: self.token}
+        return {reaper.ENV: self.token}
 
     def shutdown(self) -> None:
         """ray.shutdown(), then the watchdog sweeps what outlived it (waited for, briefly)."""
@@ -54,8 +52,6 @@ def connect(address: str | None) -> LocalRay | None:
     """Connect to `address` / $RAY_ADDRESS, or start a local Ray (returned: the caller shuts
     it down); None when the Ray was there already."""
     import ray
-
-    from dnet_tune.tune.preflight import check_reachable, version_mismatch
 
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:

@@ -62,7 +62,7 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
     """Every trial's config before sampling: defaults < dataset < recipe < the space's
     `fixed:` < --set < the search's own flags (method, --data-dir, budget, seed).
 
-    A space fixes what suits its budget (e.g. CIFAR's milestones for 60-epoch trials); --set
+    A space fixes what suits its budget (e.g. the two-stage space's stage-2 length); --set
     is the user's word for this one search, so it wins (`fixed_overridden` names each case).
     --smoke shrinks an enabled stage 2 as it shrinks stage 1 (to `train --smoke`'s length),
     unless --set gives stage 2's length.
@@ -78,9 +78,17 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
         raise UserError(f"search space '{space.path}': fixed: {exc}") from None
     sets = parse_set(req.sets)
     layered = merge(merge(merge(below, space.fixed), sets), flags)
-    layered = merge(layered, {"train": {"epochs": budget.max_epochs, "seed": req.seed}})
-    if req.smoke and layered["stage2"]["enabled"] and "stage2.epochs" not in flatten(sets):
-        layered = merge(layered, {"stage2": smoke_overrides()["stage2"]})
+    # a trial's intra-op threads are part of its config (what ran is what an export replays):
+    # `auto` is the trial's CPUs, as Ray's OMP_NUM_THREADS had it
+    threads = layered["train"]["threads"]
+    layered = merge(layered, {"train": {
+        "epochs": budget.max_epochs, "seed": req.seed,
+        "threads": max(1, int(req.cpus_per_trial)) if threads == "auto" else threads}})
+    if req.smoke:
+        shrink = smoke_overrides()
+        layered = merge(layered, {"optim": shrink["optim"]})  # 2 epochs hold no warm-up
+        if layered["stage2"]["enabled"] and "stage2.epochs" not in flatten(sets):
+            layered = merge(layered, {"stage2": shrink["stage2"]})
     # `layered` is complete, so resolve_config only adds its checks (method, dataset recipe)
     return config_to_dict(resolve_config(overrides=layered))
 

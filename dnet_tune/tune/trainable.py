@@ -29,6 +29,7 @@ from ray.tune import result as ray_result
 
 from dnet_tune.config import Config, config_from_dict
 from dnet_tune.data.base import LTDataset
+from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 from dnet_tune.tune.plan import TRIAL_METRIC
 from dnet_tune.tune.sampling import METHOD_KEY, apply_flat
 
@@ -68,9 +69,13 @@ class TrialSetup:
 
 
 def placement(device: Any) -> dict[str, Any]:
-    """Where a run trained, recorded with every epoch (multi-node searches are audited by it)."""
+    """Where a run trained, recorded with every epoch (multi-node searches are audited by it),
+    and with how many intra-op threads (the Trainer set its config's `train.threads`)."""
+    import torch
+
     ctx = ray.get_runtime_context()
-    return {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename, "device": str(device)}
+    return {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename, "device": str(device),
+            "threads": torch.get_num_threads()}
 
 
 def device_for_ray_worker() -> str:
@@ -98,8 +103,6 @@ def diverged_result(epoch: int, reason: str) -> dict[str, Any]:
 
 
 def run_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup) -> None:
-    from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
-
     trainer = Trainer(trial_config(setup.base_for(config), config, setup.virtual), data.get())
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

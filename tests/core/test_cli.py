@@ -43,7 +43,7 @@ def test_train_smoke_and_refuses_to_overwrite(cli, tmp_path, one_line_error):
     assert "selected epoch" in stdout and (out / "final.json").is_file()
     code, _, err = cli("train", "--dataset", "digits_lt", "--output", str(out))
     one_line_error(code, err, "--resume")
-    code, _, _ = cli("train", "--output", str(out), "--resume", "--epochs", "3")
+    code, _, _ = cli("train", "--output", str(out), "--resume", "--extend", "1")
     assert code == 0
     assert json.loads((out / "final.json").read_text())["last_epoch"] == 3
 

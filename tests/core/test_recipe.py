@@ -7,6 +7,7 @@ import pytest
 from dnet_tune.errors import UserError
 from dnet_tune.recipe import list_recipes, recipe_names
 from dnet_tune.run import resolve_config
+from dnet_tune.schedule import milestone_epochs
 from dnet_tune.stage2 import resolve_smoothing
 
 
@@ -29,7 +30,9 @@ def test_paper_recipe_resolves_to_the_spec_values():
     assert (o.lr, o.momentum, o.weight_decay, o.nesterov) == (0.1, 0.9, 1e-4, False)
     # the standard CIFAR-LT schedule: 200 epochs, 5 warm-up, ×0.01 at 160 and 180
     assert cfg.train.epochs == 200
-    assert (o.schedule, o.warmup_epochs, o.milestones, o.gamma) == ("step", 5, [160, 180], 0.01)
+    assert (o.schedule, o.warmup_epochs, o.milestone_fractions, o.gamma) == ("step", 5,
+                                                                             [0.8, 0.9], 0.01)
+    assert milestone_epochs(o.milestone_fractions, cfg.train.epochs) == [160, 180]
     # Difficulty-Net: h = 128 without bias, Adam 1e-5 / 1e-4, λ 0.3, the released code's mode
     assert (m.name, m.base_loss, m.lam, m.driver_target) == ("difficulty_net", "ce", 0.3,
                                                             "relative")
@@ -101,7 +104,8 @@ def test_places_resolves_to_the_paper_s_pretrained_resnet152_and_needs_its_file(
     assert (m.name, m.pretrained, m.reinit) == ("resnet152", "/weights/resnet152.pth",
                                                 ["layer4.2"])
     assert cfg.train.epochs == 30
-    assert (o.lr, o.schedule, o.milestones, o.gamma) == (0.01, "step", [10, 20], 0.1)
+    assert (o.lr, o.schedule, o.gamma) == (0.01, "step", 0.1)
+    assert milestone_epochs(o.milestone_fractions, cfg.train.epochs) == [10, 20]
     assert (cfg.dn.hidden, cfg.dn.bias, cfg.method.acc_refresh) == ([512, 512], True,
                                                                     "before_epoch")
     # the lists fix the counts (data.imbalance is not read): stage 2 takes the authors' values

@@ -240,8 +240,8 @@ def test_cli_resume_cannot_move_the_stage_boundary_once_in_stage2(cli, tmp_path,
                        "--set", "stage2.enabled=true", "--set", "stage2.epochs=1",
                        "--output", out, "--quiet")
     assert code == 0, err
-    code, _, err = cli("train", "--output", out, "--resume", "--epochs", 3)
-    one_line_error(code, err, "stage 2", "--epochs")
+    code, _, err = cli("train", "--output", out, "--resume", "--extend", 2)
+    one_line_error(code, err, "stage 2", "--extend")
 
 
 @pytest.mark.parametrize(("item", "key"), [

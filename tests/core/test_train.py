@@ -7,7 +7,7 @@ import pytest
 import torch
 from stopped_runs import stop_and_resume
 
-from dnet_tune.config import config_from_dict, load_yaml
+from dnet_tune.config import config_from_dict, load_yaml, resolve_threads
 from dnet_tune.method.difficulty_net import class_weights
 from dnet_tune.method.methods import METHODS
 from dnet_tune.run import resolve_config, train_to_dir
@@ -120,7 +120,9 @@ def test_run_directory_outputs_and_config_round_trip(tmp_path):
     out = tmp_path / "run"
     final = train_to_dir(cfg, out)
     written = config_from_dict(load_yaml(out / "config.yaml"))
-    assert written == cfg
+    # `threads: auto` is recorded as the number that ran
+    assert written == resolve_threads(cfg, torch.get_num_threads())
+    assert written.train.threads == torch.get_num_threads()
     table = pq.read_table(out / "metrics.parquet").to_pylist()
     assert [r["epoch"] for r in table] == [1, 2, 3]
     for col in ("epoch", "lr", "train_loss", "val_acc", "val_many", "val_medium", "val_few",

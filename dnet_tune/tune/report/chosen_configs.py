@@ -10,6 +10,7 @@ import contextlib
 import math
 import platform
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,6 @@ from dnet_tune.yamlio import dump_yaml
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for pkg in ("dnet-tune", "torch", "ray", "optuna", "pyarrow", "numpy"):
         with contextlib.suppress(PackageNotFoundError):
@@ -92,6 +91,8 @@ def method_config(exp: str, meta: dict[str, Any], summary: list[dict[str, Any]],
         "val_mean": row["val_mean"], "test_mean": row["test_mean"],
         "test_std": row["test_std"], "test_ci95": row["test_ci95"],
         "versions": meta.get("versions", versions()), "git_sha": meta.get("git_sha"),
+        # CPU results depend on it: the count the trial ran with (null: not recorded then)
+        "threads": config["train"].get("threads"),
         PROVENANCE_END: f"train with this file reproduces the run with seed {seed}; the other "
                         f"seeds differ only in train.seed. Chosen on validation accuracy, never "
                         f"on test. This block is ignored by train.",

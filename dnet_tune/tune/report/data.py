@@ -15,13 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from dnet_tune.config import config_from_dict
 from dnet_tune.errors import UserError
+from dnet_tune.schedule import migrate_milestones
 from dnet_tune.shot_groups import SHOT_GROUPS
 from dnet_tune.tune import plan
 from dnet_tune.tune.report import chosen_configs
 from dnet_tune.tune.report.compare import DN, winner
 from dnet_tune.tune.results import load_experiment, sampled_values
-from dnet_tune.tune.space import SearchSpace
+from dnet_tune.tune.space import SearchSpace, default_space_path
+from dnet_tune.tune.space_file import load_space
 from dnet_tune.tune.storage import RESTORE, exists, join, read_table
 
 SPARE_COLOURS = ("#e377c2", "#bcbd22", "#17becf", "#393b79", "#ad494a")
@@ -160,13 +165,12 @@ def _classes(meta: dict[str, Any], summary: list[dict[str, Any]]) -> tuple[dict[
     config_yaml = next((r.get("config_yaml") for r in summary if r.get("config_yaml")), None)
     if config_yaml is None:
         return None, "no trial config to find the dataset's class counts from"
-    import yaml
 
-    from dnet_tune.config import config_from_dict
     from dnet_tune.data.registry import describe
 
-    try:
-        return describe(config_from_dict(yaml.safe_load(config_yaml)).data), ""
+    try:  # only its data section is used: older absolute milestones need no note here
+        raw, _ = migrate_milestones(yaml.safe_load(config_yaml), "a trial's config")
+        return describe(config_from_dict(raw).data), ""
     except (UserError, OSError) as exc:
         return None, (f"class counts are not in search.json (an older experiment) and the "
                       f"dataset could not be built here: {exc}")
@@ -174,9 +178,6 @@ def _classes(meta: dict[str, Any], summary: list[dict[str, Any]]) -> tuple[dict[
 
 def _space(meta: dict[str, Any]) -> tuple[SearchSpace | None, str]:
     """The space the search used; if that file is gone, the packaged one for the dataset."""
-    from dnet_tune.tune.space import default_space_path
-    from dnet_tune.tune.space_file import load_space
-
     tried = [p for p in (meta.get("space"),) if p]
     if meta.get("dataset"):
         tried.append(str(default_space_path(str(meta["dataset"]))))

@@ -13,10 +13,13 @@ drops.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 from dnet_tune.tune.report.data import ReportData, method_colour
 from dnet_tune.tune.report.figures import Figure, note_only, render, shown_width, style
@@ -152,7 +155,6 @@ def _figure(key: str, title: str, caption: str, fig: Any, notes: list[str]) -> F
 
 
 def visible_blues() -> Any:
-    import numpy as np
     from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
 
@@ -161,8 +163,6 @@ def visible_blues() -> Any:
 
 def _plain_log_ticks(axis: Any) -> None:
     """A few plain labels (0.02, 0.05, 0.1) instead of a crowd of 2×10⁻² minor labels."""
-    import math
-
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     lo, hi = sorted(axis.get_view_interval())
