@@ -12,7 +12,7 @@ from dnet_tune.tune.per_method import METHOD_KEY
 from dnet_tune.tune.plan import SearchRequest, run_epochs
 from dnet_tune.tune.runner import TunerSpec
 from dnet_tune.tune.sampling import apply_flat
-from dnet_tune.tune.search import plan_search, run_length
+from dnet_tune.tune.checked_search import plan_search, run_length
 from dnet_tune.tune.trainable import TrialSetup
 
 METHODS = ["difficulty_net", "ce", "cdb_ce"]

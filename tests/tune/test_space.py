@@ -11,7 +11,7 @@ from dnet_tune.errors import UserError
 from dnet_tune.method.methods import METHODS
 from dnet_tune.tune.plan import SearchRequest, budget_for
 from dnet_tune.tune.sampling import apply_flat, check_against_config
-from dnet_tune.tune.search import base_config
+from dnet_tune.tune.checked_search import base_config
 from dnet_tune.tune.space import default_space_path
 from dnet_tune.tune.space_file import load_space
 
