@@ -47,9 +47,10 @@ def test_the_comparison_table_one_row_per_method():
     # percent with one decimal, the CI's half-width in points, minutes and GPU-hours of the
     # search and the confirmation together
     assert cells[3] == ["difficulty_net", "91.2", "90.1 ±1.2", "95.0", "90.0", "80.1", "16",
-                        "12.0 min (0.20 GPU-h)"]
+                        "12.0 min"]
+    assert cells[4] == ["0.20 GPU-h"]  # its own line: the table stays within 80 columns
     # no interval (one seed), missing groups as "-", no GPU: no GPU-hours
-    assert cells[4] == ["ce", "80.0", "79.0", "-", "70.0", "-", "3", "0.5 min"]
+    assert cells[5] == ["ce", "80.0", "79.0", "-", "70.0", "-", "3", "0.5 min"]
 
 
 def test_the_difference_line_says_whether_the_interval_excludes_zero():
@@ -147,9 +148,14 @@ def test_labels_say_what_ran_and_what_was_not_confirmed():
     dn = {**DN_ROW, "label": "difficulty_net (+balanced_softmax)", "confirmed": False,
           "test_ci95": math.nan}
     ce = {**CE_ROW, "confirmed": False}
-    cells = _cells(_text(comparison_table([dn, ce], "t")))
-    assert cells[1][:3] == ["method", "val 1 run", "test 1 run"]
-    assert cells[3][0] == "difficulty_net (+balanced_softmax)"
+    text = _text(comparison_table([dn, ce], "t"), width=80)
+    cells = _cells(text)
+    # the headers say "1 run" under val and test (two lines each, to leave the names room)
+    assert cells[1] == ["val", "test"]
+    assert cells[2][:3] == ["method", "1 run", "1 run"]
+    # in 80 columns the label takes two lines, whole: never cut to "(+balanced_soft…"
+    assert cells[4][0] == "difficulty_net" and cells[5] == ["+balanced_softmax", "0.20 GPU-h"]
+    assert cells[6][0] == "ce" and "…" not in text
     diff = {"method": "difficulty_net", "label": "difficulty_net (+balanced_softmax)",
             "base_loss": "balanced_softmax", "base_not_compared": True, "baseline": "ce",
             "seeds": [], "diff_mean": 0.02, "diff_ci95": math.nan, "significant": False}

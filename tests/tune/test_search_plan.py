@@ -8,11 +8,11 @@ import pytest
 from dnet_tune.config import config_from_dict
 from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
+from dnet_tune.tune.checked_search import plan_search, run_length
 from dnet_tune.tune.per_method import METHOD_KEY
 from dnet_tune.tune.plan import SearchRequest, run_epochs
 from dnet_tune.tune.runner import TunerSpec
 from dnet_tune.tune.sampling import apply_flat
-from dnet_tune.tune.checked_search import plan_search, run_length
 from dnet_tune.tune.trainable import TrialSetup
 
 METHODS = ["difficulty_net", "ce", "cdb_ce"]

@@ -9,9 +9,9 @@ from dnet_tune.config import config_from_dict
 from dnet_tune.data.registry import DATASETS
 from dnet_tune.errors import UserError
 from dnet_tune.method.methods import METHODS
+from dnet_tune.tune.checked_search import base_config
 from dnet_tune.tune.plan import SearchRequest, budget_for
 from dnet_tune.tune.sampling import apply_flat, check_against_config
-from dnet_tune.tune.checked_search import base_config
 from dnet_tune.tune.space import default_space_path
 from dnet_tune.tune.space_file import load_space
 

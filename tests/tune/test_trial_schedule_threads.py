@@ -14,8 +14,8 @@ from dnet_tune.config import config_from_dict
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import table_to_rows
 from dnet_tune.schedule import lr_at
-from dnet_tune.tune.plan import SearchRequest, budget_for
 from dnet_tune.tune.checked_search import base_config
+from dnet_tune.tune.plan import SearchRequest, budget_for
 from dnet_tune.tune.space import default_space_path
 from dnet_tune.tune.space_file import load_space
 

@@ -42,14 +42,15 @@ def confirmation_note(rows: list[dict[str, Any]]) -> str:
 def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
     """One row per method: confirmed val, test mean ± 95% CI, shot groups, trials, compute.
 
-    One decimal and a light frame keep it inside 80 columns (CI logs, narrow terminals); the
-    method column may wrap (DN's label names its base loss). Without confirmation the val and
+    One decimal and a light frame keep it inside 80 columns (CI logs, narrow terminals); DN's
+    label, when it names a base loss, takes two lines. Without confirmation the val and
     test columns are one trial's best epoch, and their headers say so.
     """
     # plain text: a status such as ' [interrupted]' is not a markup tag
     table = Table(title=Text(title, style="table.title"), box=box.SIMPLE_HEAD, pad_edge=False)
     confirmed = all(r.get("confirmed", True) for r in rows)
-    heads = ("val", "test ±95%CI") if confirmed else ("val 1 run", "test 1 run")
+    # two-line headers: "val 1 run" in one line would squeeze the method column below its names
+    heads = ("val", "test ±95%CI") if confirmed else ("val\n1 run", "test\n1 run")
     groups = [{"medium": "med"}.get(g, g) for g in SHOT_GROUPS]  # "med": within 80 columns
     for col in ("method", *heads, *groups, "trials", "compute"):
         table.add_column(col, justify="left" if col == "method" else "right",
@@ -57,10 +58,17 @@ def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
     for r in rows:
         ci = r["test_ci95"]
         test = pct(r["test_mean"], 1) + (f" ±{100 * ci:.1f}" if _finite(ci) else "")
-        table.add_row(r.get("label", r["method"]), pct(r["val_mean"], 1), test,
+        table.add_row(_cell_label(r), pct(r["val_mean"], 1), test,
                       *(pct(r[f"test_{g}"], 1) for g in SHOT_GROUPS), str(r["trials"]),
                       _compute(r))
     return table
+
+
+def _cell_label(row: dict[str, Any]) -> str:
+    """The label on two lines (`difficulty_net` / `+balanced_softmax`): in one line it would be
+    cut to fit 80 columns, and the cut part is what the label is there to say."""
+    label = str(row.get("label", row["method"]))
+    return label.replace(" (+", "\n+", 1).removesuffix(")") if " (+" in label else label
 
 
 def difference_line(diff: dict[str, Any] | None) -> str:
@@ -86,7 +94,8 @@ def _compute(r: dict[str, Any]) -> str:
     seconds = float(r.get("trial_seconds", 0.0)) + float(r.get("confirm_seconds", 0.0))
     gpu = float(r.get("gpu_seconds", 0.0)) + float(r.get("confirm_gpu_seconds", 0.0))
     text = f"{seconds / 60:.1f} min"
-    return text + (f" ({gpu / 3600:.2f} GPU-h)" if gpu > 0 else "")
+    # GPU-hours on a second line: on one, the column takes the method names' room in 80 columns
+    return text + (f"\n{gpu / 3600:.2f} GPU-h" if gpu > 0 else "")
 
 
 def _finite(v: Any) -> bool:
