@@ -3,10 +3,10 @@
 Nothing here can launch a cluster, so mistakes in a launcher config or a KubeRay manifest would
 otherwise surface only after minutes of provisioning and real GPU cost: a misspelt key the
 launcher rejects (or KubeRay silently drops), trials landing on a CPU head, a dashboard open to the
-internet, or nodes running a Ray other than the one the search was written against. Each problem
-is one `Finding` naming the file and the dotted key, so a CI log points straight at the line.
-This module reads the files and tells the two formats apart; `cluster_launcher` and
-`cluster_kuberay` check them.
+internet or to anyone without a token, or nodes running a Ray other than the one the search was
+written against. Each problem is one `Finding` naming the file and the dotted key, so a CI log
+points straight at the line. This module reads the files and tells the two formats apart;
+`cluster_launcher` and `cluster_kuberay` check them, `cluster_auth` has the token rule of both.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ Ingresses beside them).
 
 The operator's structural schema silently prunes a misspelt field, and the CRD accepts most
 mistakes that fail only at run time (pods pending, version skew, trials on the head, a dashboard
-open to the internet, a search writing to storage other nodes cannot see).
+open to the internet or to anyone without a token, a search writing to storage other nodes cannot
+see).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from dnet_tune.ops.cluster_auth import kuberay_auth, literal_tokens
 from dnet_tune.ops.cluster_rules import (
     GPU_KEY,
     IMAGE_VERSION,
@@ -158,7 +160,7 @@ def _cluster_spec(spec: Any, key: str, ray_version: str) -> Pairs:
             if match and match.group(1) != str(version):
                 out.append((f"{gk}.template.spec.containers[{j}].image", f"image {c['image']} "
                             f"runs Ray {match.group(1)} but rayVersion is {version}"))
-    return out
+    return out + kuberay_auth(spec, key)
 
 
 def _job_storage(spec: dict[str, Any], key: str) -> Pairs:
@@ -195,7 +197,7 @@ def _job_storage(spec: dict[str, Any], key: str) -> Pairs:
 def _kube_doc(doc: dict[str, Any], n: int, ray_version: str) -> Pairs:
     kind, name = doc.get("kind"), get_in(doc, "metadata", "name")
     where = f"{kind}/{name}:" if name else f"doc[{n}] {kind}:"
-    out = open_ingress(doc, where)
+    out = open_ingress(doc, where) + literal_tokens(doc, where)
     spec: dict[str, Any] = doc["spec"] if isinstance(doc.get("spec"), dict) else {}
     if kind == "Service" and spec.get("type") in ("LoadBalancer", "NodePort"):
         for i, p in enumerate(get_list(spec, "ports")):

@@ -1,9 +1,9 @@
 """Offline checks of a Ray cluster-launcher config (`ray up` YAML): Ray's own schema, and what
 the schema lets through but a GPU search cannot live with.
 
-Nothing here can launch a cluster, so a key the launcher rejects, trials landing on a CPU head or
-nodes running a Ray other than the installed one would otherwise surface only after minutes of
-provisioning and real GPU cost.
+Nothing here can launch a cluster, so a key the launcher rejects, trials landing on a CPU head,
+nodes running a Ray other than the installed one or without token authentication would otherwise
+surface only after minutes of provisioning and real GPU cost (or not at all).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dnet_tune.ops.cluster_auth import launcher_auth
 from dnet_tune.ops.cluster_rules import (
     IMAGE_VERSION,
     RAY_PIN,
@@ -33,7 +34,7 @@ def is_launcher_config(docs: list[Any]) -> bool:
 
 def launcher_findings(doc: dict[str, Any], ray_version: str) -> Pairs:
     """Every problem of one launcher config; ours first, the schema's where we said nothing."""
-    ours = _launcher_findings(doc, ray_version) + open_ingress(doc)
+    ours = _launcher_findings(doc, ray_version) + open_ingress(doc) + launcher_auth(doc)
     keys = {k for k, _ in ours}  # our message wins over the schema's at the same key
     return ours + [p for p in _schema_findings(doc) if p[0] not in keys]
 
