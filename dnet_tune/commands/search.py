@@ -72,8 +72,11 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--space", default=d.space,
                    help="search space YAML (default search_spaces/<dataset>.yaml)")
     s.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
-                   help="how configs are proposed: Optuna TPE (default), or uniformly at random "
-                        "(a baseline to measure what TPE gains)")
+                   help="how configs are proposed: tpe (default: Optuna's own TPE defaults), "
+                        "tpe-mv (multivariate grouped TPE, constant liar, startup scaled to "
+                        "the budget and the slots), tpe-independent (Optuna 4's defaults), or "
+                        "random (a baseline to measure what TPE gains); search.json records "
+                        "every setting")
     s.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler,
                    help="asha (default) stops weak trials at its rungs; none runs every trial to "
                         "--max-epochs")

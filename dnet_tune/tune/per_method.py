@@ -40,11 +40,15 @@ class PerMethodSearcher(Searcher):
     rebind_to: Any = None
 
     def __init__(self, searchers: Mapping[str, Searcher], quota: int, metric: str,
-                 mode: str, stage1_epochs: int | None = None) -> None:
+                 mode: str, stage1_epochs: int | None = None,
+                 trial_epochs: int | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
         self.searchers = dict(searchers)
         self.quota = quota
         self.stage1_epochs = stage1_epochs  # None: the trials have no stage 2
+        # a whole trial's epochs: a healthy trial that ends before them was stopped by ASHA
+        # (None: not known, every ended trial is told COMPLETE as Ray's OptunaSearch does)
+        self.trial_epochs = trial_epochs
         self.suggested = dict.fromkeys(searchers, 0)
         self.owner: dict[str, str] = {}
 
@@ -68,29 +72,53 @@ class PerMethodSearcher(Searcher):
         return None
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Each epoch's value goes to the trial's study as an intermediate value, step = the
+        trainer's epoch (Ray's OptunaSearch would report Tune's `training_iteration`, which
+        restarts after a restore)."""
         if trial_id in self.owner:
-            self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
+            studies.report_epoch(self.searchers[self.owner[trial_id]], trial_id,
+                                 result.get(self.metric), result.get("epoch"))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        """Stage-2 parameters are judged only by trials that ran stage 2.
+        """The study's record of a trial says how it ended (README, "How a trial ends in its
+        study"): ran every epoch → COMPLETE with its best val; stopped by ASHA → PRUNED (its
+        value: its best val up to the stop, Optuna's last intermediate value); diverged →
+        COMPLETE with 0.0; errored → FAIL.
 
-        ASHA's rungs mostly lie in stage 1 (the grace period is at most stage 1's length), and
-        a trial stopped there, or one that diverges there, never uses the stage-2 values it
-        was given. Its study record then keeps only its stage-1 parameters
-        (`studies.tell_without`), whose value still teaches TPE about them. Chosen over tuning
-        stage 2 separately from the top trials' stage-1 checkpoints: one Tuner, one budget and
-        one resume path, and every trial that ASHA lets finish does run stage 2 with its own
+        The epoch a trial ends at never reached `on_trial_result` (Tune withholds a result on
+        which the scheduler stops the trial, and ASHA stops every trial at max_t), so it is
+        reported here first.
+
+        Stage-2 parameters are judged only by trials that ran stage 2. ASHA's rungs mostly lie
+        in stage 1 (the grace period is at most stage 1's length), and a trial stopped there,
+        or one that diverges there, never uses the stage-2 values it was given. Its study
+        record then keeps only its stage-1 parameters (`studies.tell_without`, PRUNED or
+        COMPLETE as above), whose value still teaches TPE about them. Chosen over tuning stage
+        2 separately from the top trials' stage-1 checkpoints: one Tuner, one budget and one
+        resume path, and every trial that ASHA lets finish does run stage 2 with its own
         values.
         """
         if trial_id not in self.owner:
             return
         searcher = self.searchers[self.owner[trial_id]]
-        stage1 = getattr(self, "stage1_epochs", None)  # a snapshot from before it existed
-        if (not error and result and stage1 is not None and result.get(self.metric) is not None
-                and int(result.get("epoch", 0)) <= stage1
-                and studies.tell_without(searcher, trial_id, result[self.metric],
-                                         STAGE2_PREFIX)):
+        value = result.get(self.metric) if result else None
+        if error or value is None or studies.told(searcher, trial_id):
+            searcher.on_trial_complete(trial_id, result, error)  # FAIL; or already told
+            return
+        assert result is not None
+        epoch = result.get("epoch")
+        studies.report_epoch(searcher, trial_id, value, epoch)
+        trial_epochs = getattr(self, "trial_epochs", None)  # a snapshot from before it existed
+        stopped = (trial_epochs is not None and epoch is not None and int(epoch) < trial_epochs
+                   and not result.get("diverged"))
+        stage1 = getattr(self, "stage1_epochs", None)
+        if (stage1 is not None and epoch is not None and int(epoch) <= stage1
+                and studies.tell_without(searcher, trial_id, value, STAGE2_PREFIX,
+                                         pruned=stopped)):
+            return
+        if stopped:
+            studies.tell_pruned(searcher, trial_id)
             return
         searcher.on_trial_complete(trial_id, result, error)
 

@@ -167,6 +167,20 @@ def rebind_storage(searcher: Any, storage: Any) -> None:
         trial.storage = storage
 
 
+def sampler_settings(sampler: Any) -> dict[str, Any]:
+    """The class of an Optuna sampler and, for a TPESampler, the settings it was built with
+    (`_n_startup_trials`, `_n_ei_candidates`, `_multivariate`, `_group`, `_constant_liar`: it
+    has no getters). A resumed search reads them off the samplers Ray restored, to record that
+    they are the ones it started with (`samplers.in_use`)."""
+    out: dict[str, Any] = {"class": type(sampler).__name__}
+    if hasattr(sampler, "_constant_liar"):
+        out.update(n_startup_trials=sampler._n_startup_trials,
+                   n_ei_candidates=sampler._n_ei_candidates,
+                   multivariate=sampler._multivariate, group=sampler._group,
+                   constant_liar=sampler._constant_liar)
+    return out
+
+
 def distribution_contains(dist: Any, value: Any) -> bool:
     """Whether an Optuna distribution holds `value` (its range, step, log scale or choices):
     `BaseDistribution._contains` of the internal representation; False for a value of the

@@ -16,7 +16,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from dnet_tune.tune import ray_internals
+from dnet_tune.tune import ray_internals, samplers
 from dnet_tune.tune.faults.interrupt import StopAtEpochBoundary
 from dnet_tune.tune.faults.live_results import LiveTables
 from dnet_tune.tune.faults.studies import study_name
@@ -178,6 +178,9 @@ class TunerSpec:
     # per method, configs (Optuna names -> values) TPE evaluates first (--warm-start)
     warm_start: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     sampler: str = "tpe"  # plan.SAMPLERS
+    # every keyword argument of the sampler (`samplers.settings`, as search.json records it);
+    # None: resolved here from the choice, the budget and the slots
+    sampler_settings: dict[str, Any] | None = None
     scheduler: str = "asha"  # plan.SCHEDULERS
 
 
@@ -207,12 +210,16 @@ def _prepare(spec: TunerSpec, data: DataHandle) -> tuple[Any, TrialSetup]:
     return trainable, setup
 
 
-def _sampler(spec: TunerSpec) -> Any:
-    import optuna
+def sampler_settings(spec: TunerSpec) -> dict[str, Any]:
+    """The sampler's keyword arguments: the spec's own, else resolved from its choice."""
+    if spec.sampler_settings is not None:
+        return spec.sampler_settings
+    return samplers.settings(spec.sampler, spec.seed, spec.budget.trials, spec.resources.slots,
+                             len(spec.methods))
 
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed)
+
+def _sampler(spec: TunerSpec) -> Any:
+    return samplers.build(spec.sampler, sampler_settings(spec))
 
 
 def _scheduler(spec: TunerSpec) -> TrialScheduler:
@@ -237,7 +244,8 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
                                  points_to_evaluate=spec.warm_start.get(m) or None)
                  for m in methods}
     searcher = PerMethodSearcher(searchers, budget.trials, metric=TRIAL_METRIC, mode="max",
-                                 stage1_epochs=stage1_epochs(spec.bases[methods[0]]))
+                                 stage1_epochs=stage1_epochs(spec.bases[methods[0]]),
+                                 trial_epochs=spec.epochs)
     scheduler = PerMethodScheduler(lambda: _scheduler(spec), methods)
     recorder = Recorder(setup, view, scheduler, searcher)
     recorder.exp = exp

@@ -20,7 +20,7 @@ from rich.console import Console
 from dnet_tune.console import print_copyable
 from dnet_tune.data.registry import summary as data_summary
 from dnet_tune.errors import UserError
-from dnet_tune.tune import confirm, driver, results, runner, storage, warm_start
+from dnet_tune.tune import confirm, driver, results, runner, samplers, storage, warm_start
 from dnet_tune.tune.checked_search import CheckedSearch, plan_search
 from dnet_tune.tune.faults import interrupt, resume, studies
 from dnet_tune.tune.plan import (
@@ -114,10 +114,13 @@ def _start_meta(plan: CheckedSearch, res: Resources, name: str) -> dict[str, Any
                 "resumes": [*earlier, {"at": driver.driver_info()["started"]}]}
     db = studies.masked(req.optuna_storage) or (
         studies.JOURNAL if studies.default_location(req.storage) else None)
+    sampler = samplers.settings(req.sampler, req.seed, plan.budget.trials, res.slots,
+                                len(plan.methods))
     return {"experiment": name, "dataset": req.dataset, "methods": plan.methods,
             "space": str(Path(plan.space.path).resolve()), "budget": vars(plan.budget),
             "epochs_per_trial": plan.epochs,  # max_epochs + stage 2's, if on
             "seed": req.seed, "scheduler": _scheduler_ran(plan),  # asked: request.scheduler
+            "sampler": samplers.record(req.sampler, sampler),  # every setting it was built with
             "confirm": ({"top": conf.top, "seeds": conf.seeds} if conf else {"top": 1}),
             "virtual_params": sorted({n for m in plan.methods
                                       for n in plan.space.virtual_names(m)}),
@@ -212,7 +215,10 @@ def _open(plan: CheckedSearch, res: Resources, name: str, root: str, exp: str,
         epochs=plan.epochs, resources=res, name=name, storage=root,
         reuse_actors=req.reuse_actors, max_failures=req.max_failures,
         optuna_storage=optuna_storage, warm_start=warm.points if warm is not None else {},
-        sampler=req.sampler, scheduler=req.scheduler)
+        sampler=req.sampler, scheduler=req.scheduler,
+        # a resume builds no sampler (Ray restores the ones it started with); an experiment from
+        # before search.json recorded them has none here
+        sampler_settings=(meta.get("sampler") or {}).get("settings"))
     return _Search(plan, res, exp, meta, optuna_storage, data, view, spec,
                    confirm_rows=_existing_confirm(exp) if plan.resumed else [])
 
@@ -229,9 +235,11 @@ def _run_trials(search: _Search) -> None:
     search.summary = results.summary_rows(search.records, plan.epochs)
     results.write_tables(search.exp, search.records, search.summary, search.confirm_rows)
     if plan.resumed is not None and search.run.scheduler is not None:
+        searcher = search.run.recorder.searcher
         search.meta["resumes"][-1]["asha_restored"] = search.run.scheduler.restored
-        search.meta["resumes"][-1]["studies"] = getattr(search.run.recorder.searcher,
-                                                        "reconciled", None)
+        search.meta["resumes"][-1]["studies"] = getattr(searcher, "reconciled", None)
+        if searcher is not None:  # the samplers Ray restored: the settings the search began with
+            search.meta["resumes"][-1]["samplers"] = samplers.in_use(searcher.searchers)
 
 
 def _confirm(search: _Search, console: Console) -> bool:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from study_states import assert_studies_mirror
 
 from dnet_tune.fileio import table_to_rows
 
@@ -77,6 +78,8 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_with_identical_metric
     rows = [r for r in table_to_rows(pq.read_table(exp / "trials.parquet"))
             if r["trial_id"] == trial]
     assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))  # contiguous, unique
+    # its study record too: one step per epoch, the replayed ones once, and COMPLETE
+    assert assert_studies_mirror(exp) == {"COMPLETE": 2}
 
     # the same config and seed trained without interruption, outside Ray
     cfg = tmp_path / "trial.yaml"
@@ -105,5 +108,6 @@ def test_many_quick_asha_stops_with_reused_actors_error_no_trial(ray_local, run_
     statuses = [r["status"] for r in summary]
     assert "errored" not in statuses, [r["error"] for r in summary if r["error"]]
     assert statuses.count("stopped") >= 6, statuses  # ASHA really cut trials short
+    assert assert_studies_mirror(exp)["PRUNED"] == statuses.count("stopped")
     pids = {rep["pid"] for f in exp.glob("trial_*/result.json") for rep in _reports(f)}
     assert len(pids) <= 6, pids  # the workers really were reused (2 slots, 24 trials)

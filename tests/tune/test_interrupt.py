@@ -21,6 +21,7 @@ from drivers import (
     wait_until,
     wait_until_reaped,
 )
+from study_states import assert_studies_mirror
 
 METHODS = ["difficulty_net", "ce"]
 TRIALS, EPOCHS = 3, 6
@@ -51,6 +52,8 @@ def _resume(env, exp):
     for tid, trial in ended.items():
         assert [r["epoch"] for r in rows if r["trial_id"] == tid] == list(
             range(1, trial["last_epoch"] + 1)), tid
+    # paused trials continued: each study records every trial once, as it ended, every step
+    assert sum(assert_studies_mirror(exp).values()) == TRIALS * len(METHODS)
     return res
 
 

@@ -147,6 +147,16 @@ def test_told_trials_are_the_ones_optuna_search_ignores(tmp_path):
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.RUNNING]
 
 
+def test_a_sampler_s_settings_are_read_back_as_it_was_built():
+    tpe = optuna.samplers.TPESampler(seed=1, n_startup_trials=3, n_ei_candidates=7,
+                                     multivariate=True, group=False, constant_liar=False)
+    assert ray_internals.sampler_settings(tpe) == {
+        "class": "TPESampler", "n_startup_trials": 3, "n_ei_candidates": 7,
+        "multivariate": True, "group": False, "constant_liar": False}
+    assert ray_internals.sampler_settings(optuna.samplers.RandomSampler(seed=1)) == {
+        "class": "RandomSampler"}
+
+
 def test_a_rebound_search_writes_to_the_new_storage_only(tmp_path):
     old, new = tmp_path / "old.journal", tmp_path / "new.journal"
     searcher, _ = _searcher(old)

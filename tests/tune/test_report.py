@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from study_states import assert_studies_mirror
 from tb_events import event_tags
 
 from dnet_tune.fileio import table_to_rows
@@ -306,9 +307,12 @@ def _chosen_trial(exp, method):
 
 
 def test_warm_start_evaluates_the_best_confirmed_configs_first(smoke, run_cli):
-    """--set pins optim.weight_decay, so this space lacks it: dropped, the rest enqueued."""
+    """--set pins optim.weight_decay, so this space lacks it: dropped, the rest enqueued. The
+    warm-started trials end in their studies as any trial does (README, "How a trial ends in
+    its study")."""
     res = run_cli("search", "--dataset", "digits_lt", "--methods", ",".join(METHODS), "--smoke",
-                  "--trials", 2, "--max-epochs", 1, "--cpus-per-trial", 2, "--no-confirm",
+                  "--trials", 2, "--max-epochs", 2, "--grace-period", 1, "--cpus-per-trial", 2,
+                  "--no-confirm",
                   "--warm-start", 1, "--set", "optim.weight_decay=0.0001", "--storage",
                   smoke.parent, "--name", "warm")
     assert res["code"] == 0, res["err"]
@@ -323,6 +327,8 @@ def test_warm_start_evaluates_the_best_confirmed_configs_first(smoke, run_cli):
         expected = {k: v for k, v in _sampled(source[chosen]).items()
                     if k != "config/optim.weight_decay"}
         assert _sampled(first) == expected, method
+    told = assert_studies_mirror(smoke.parent / "warm")
+    assert told["COMPLETE"] + told["PRUNED"] == 2 * len(METHODS)
 
 
 def test_warm_start_skips_values_outside_the_current_space(smoke, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 
 import optuna
 import pytest
@@ -20,6 +21,7 @@ from drivers import (
     wait_until,
     wait_until_reaped,
 )
+from study_states import assert_studies_mirror
 
 from dnet_tune.tune.faults import studies
 
@@ -117,25 +119,32 @@ def test_resume_keeps_what_ended_and_spends_the_budget_exactly_once(resumed):
 
 
 def test_resume_restores_asha_rungs_before_the_trials_and_each_study(resumed):
+    """The studies after a kill -9 and a resume: every ended trial once, in the state its end
+    says (ASHA's stops PRUNED), with every epoch's intermediate value; the samplers are the ones
+    the search started with, as search.json recorded them."""
     exp = resumed["exp"]
     meta = json.loads((exp / "search.json").read_text())
     assert meta["status"] == "finished" and len(meta["resumes"]) == 1
     asha = meta["resumes"][0]["asha_restored"]
     assert asha["rung_records"] >= 1 and asha["trials_added_before"] == 0
     storage = studies.open_storage(None, str(exp / studies.JOURNAL))
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     for method in METHODS:
         study = optuna.load_study(study_name=studies.study_name("a", method), storage=storage)
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        done = [t for t in study.trials if t.state in counted]
         assert len(done) == TRIALS
         assert {t.user_attrs[studies.RAY_TRIAL_ATTR] for t in done} == {
             t for t, r in ended_trials(exp).items() if r["method"] == method}
-        others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+        others = [t for t in study.trials if t.state not in counted]
         assert all(t.state == optuna.trial.TrialState.FAIL
                    and t.user_attrs[studies.ORPHAN_ATTR] == studies.ORPHAN_NOTE for t in others)
-    assert meta["optuna_trials"] == {m: {**{"COMPLETE": TRIALS}, **(
-        {"FAIL": n} if (n := sum(1 for t in optuna.load_study(
-            study_name=studies.study_name("a", m), storage=storage).trials
-            if t.state.name == "FAIL")) else {})} for m in METHODS}
+    assert sum(assert_studies_mirror(exp).values()) == TRIALS * len(METHODS)
+    assert meta["optuna_trials"] == {m: dict(Counter(
+        t.state.name for t in optuna.load_study(study_name=studies.study_name("a", m),
+                                                storage=storage).trials)) for m in METHODS}
+    sampler = meta["sampler"]
+    assert meta["resumes"][0]["samplers"] == {m: {"class": sampler["class"], **{
+        k: v for k, v in sampler["settings"].items() if k != "seed"}} for m in METHODS}
 
 
 def test_a_finished_experiment_is_not_resumed(resumed):

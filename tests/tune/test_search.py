@@ -7,6 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from study_states import assert_studies_mirror
 
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import table_to_rows
@@ -155,6 +156,23 @@ def test_each_study_is_told_the_trials_best_val(smoke):
             last = [x for x in rows if x["trial_id"] == trial["trial_id"]][-1]
             fell_back += last["val_acc"] < trial["best_val_acc"]
     assert fell_back  # trials whose last epoch is not their best: where the two differed
+
+
+def test_each_study_mirrors_the_search(smoke):
+    """Issue 20: a trial ASHA stopped is PRUNED in its study (it used to be COMPLETE, ranked by
+    TPE like a final result), one that ran every epoch COMPLETE; every trial has one
+    intermediate value per epoch it ran, the last one included (it never reached the
+    searcher's per-epoch hook: Tune withholds a result on which the trial is stopped)."""
+    seen = assert_studies_mirror(smoke["exp"])
+    summary = _summary(smoke["exp"])
+    assert seen["PRUNED"] == sum(r["status"] == "stopped" for r in summary) >= len(METHODS)
+    assert seen["COMPLETE"] == sum(r["status"] == "finished" for r in summary) >= len(METHODS)
+    meta = json.loads((smoke["exp"] / "search.json").read_text())
+    assert meta["optuna_trials"] == {
+        m: {s: n for s, n in (("COMPLETE", sum(r["method"] == m and r["status"] == "finished"
+                                               for r in summary)),
+                              ("PRUNED", sum(r["method"] == m and r["status"] == "stopped"
+                                             for r in summary))) if n} for m in METHODS}
 
 
 def test_search_prints_the_comparison_with_intervals(smoke):
@@ -340,6 +358,9 @@ def test_diverging_trials_end_cleanly_and_the_search_exits_non_zero(ray_local, c
     assert len(rows) == 2 and all(r["diverged"] is True and r["val_acc"] == 0.0 for r in rows)
     assert not any((exp / f"trial_{r['trial_id']}" / "error.txt").exists() for r in summary)
     assert not (exp / "best_config.yaml").exists()
+    # their documented state: COMPLETE with 0.0 (the worst value), not PRUNED though they end
+    # before --max-epochs
+    assert assert_studies_mirror(exp) == {"COMPLETE": 2}
 
 
 def test_asha_sees_stage2_epochs_and_does_not_cut_them(ray_local, cli, tmp_path):
@@ -378,12 +399,22 @@ def test_a_space_cannot_search_the_length_of_a_trial(cli, one_line_error, tmp_pa
     assert not storage.exists()
 
 
-def test_resume_runs_only_the_missing_confirmation_runs(smoke, run_cli, tmp_path):
+def test_resume_runs_only_the_missing_confirmation_runs(smoke, run_cli, tmp_path, monkeypatch):
     """A search stopped during its confirmation: the Tune experiment has ended, so the resume
-    goes straight to the confirmation and runs only what confirm.parquet lacks."""
+    goes straight to the confirmation and runs only what confirm.parquet lacks.
+
+    Its samplers are the ones it started with, whatever today's defaults and rule say (here
+    changed under it): Ray restores them from its snapshot and search.json keeps their record.
+    """
     import shutil
 
+    from dnet_tune.tune import samplers
     from dnet_tune.tune.storage import read_table, write_table
+
+    monkeypatch.setattr(samplers, "optuna_tpe_defaults", lambda: {
+        "n_startup_trials": 3, "n_ei_candidates": 5, "multivariate": False, "group": False,
+        "constant_liar": False})
+    monkeypatch.setattr(samplers, "startup_trials", lambda trials, slots: 1)
 
     exp = tmp_path / "copy"
     shutil.copytree(smoke["exp"], exp)  # Tune restores a moved experiment
@@ -406,6 +437,12 @@ def test_resume_runs_only_the_missing_confirmation_runs(smoke, run_cli, tmp_path
         assert new["val_acc"] == row["val_acc"] and new["test_acc"] == row["test_acc"]
     meta = json.loads((exp / "search.json").read_text())
     assert meta["status"] == "finished" and meta["compute"]["cdb_ce"]["confirm_runs"] == TOP * SEEDS
+    started = json.loads((smoke["exp"] / "search.json").read_text())["sampler"]
+    assert meta["sampler"] == started and started["name"] == "tpe"
+    restored = meta["resumes"][-1]["samplers"]
+    assert restored == {m: {"class": "TPESampler", **{k: v for k, v in started["settings"].items()
+                                                      if k != "seed"}} for m in METHODS}
+    assert restored["difficulty_net"]["n_startup_trials"] == 10  # not the 3 patched in
 
 
 def test_optuna_storage_url_holds_every_study(ray_local, cli, tmp_path, one_line_error):

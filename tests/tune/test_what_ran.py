@@ -15,6 +15,7 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from study_states import assert_studies_mirror
 
 from dnet_tune.fileio import table_to_rows
 from dnet_tune.tune.checked_search import base_config
@@ -105,9 +106,10 @@ def test_smoke_shrinks_stage_2_too(two_stage):
 
 
 def test_stage_2_values_are_told_to_optuna_only_by_trials_that_ran_stage_2(two_stage):
-    """A trial ASHA stopped in stage 1 is in its study with its stage-1 parameters only (the
-    proposal with every sampled value is FAIL, which TPE ignores); one that ran stage 2 keeps
-    its stage-2 values. Either way the value is the trial's best val."""
+    """A trial ASHA stopped in stage 1 is in its study as PRUNED with its stage-1 parameters
+    only and its per-epoch values (the proposal with every sampled value is FAIL, which TPE
+    ignores); one that ran stage 2 is COMPLETE with its stage-2 values. Either way the value is
+    the trial's best val."""
     from optuna.trial import TrialState
 
     summary = two_stage["summary"]
@@ -116,17 +118,21 @@ def test_stage_2_values_are_told_to_optuna_only_by_trials_that_ran_stage_2(two_s
     trials = two_stage["study"].get_trials(deepcopy=False)
     for r in summary:
         mine = {t.state: t for t in trials if t.user_attrs["ray_trial_id"] == r["trial_id"]}
-        told = mine[TrialState.COMPLETE]
-        assert told.params["optim.lr"] == r["config/optim.lr"]
         if r in in_stage1:
+            told = mine[TrialState.PRUNED]
+            assert set(mine) == {TrialState.PRUNED, TrialState.FAIL}
             assert "stage2.lr" not in told.params
             assert mine[TrialState.FAIL].params["stage2.lr"] == r["config/stage2.lr"]
         else:
+            told = mine[TrialState.COMPLETE]
             assert set(mine) == {TrialState.COMPLETE}
             assert told.params["stage2.lr"] == r["config/stage2.lr"]
+        assert told.params["optim.lr"] == r["config/optim.lr"]
         assert told.value == r["best_val_acc"]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == len(two_stage["summary"]) == 5  # the budget, as before
+    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(counted) == len(two_stage["summary"]) == 5  # the budget, as before
+    assert assert_studies_mirror(two_stage["exp"]) == {"PRUNED": len(in_stage1),
+                                                       "COMPLETE": 5 - len(in_stage1)}
 
 
 # ---------------------------------------------------------------- one number per trial

@@ -124,24 +124,67 @@ STAGE1_ONLY_NOTE = ("stage 2 never ran (the trial ended in stage 1): told again 
 RETOLD_NOTE = "its stage-1 parameters only: stage 2 never ran, its sampled values were dropped"
 
 
-def tell_without(searcher: Any, trial_id: str, value: float, unrun_prefix: str) -> bool:
-    """Tell a finished trial's value with only the parameters it used: the study's record of
-    the proposal (every sampled value) becomes FAIL with a note, and a new COMPLETE trial holds
-    the value, the parameters not starting with `unrun_prefix` and the reported steps.
+def _frozen(searcher: Any, trial_id: str) -> Any:
+    """The storage's record of a trial the searcher proposed (its own copy may be stale)."""
+    study: Any = ray_internals.optuna_study(searcher)
+    ot_trial = ray_internals.optuna_trials(searcher)[trial_id]
+    return ray_internals.study_storage(study).get_trial(ray_internals.storage_trial_id(ot_trial))
+
+
+def told(searcher: Any, trial_id: str) -> bool:
+    """Whether the trial's end is already in its study: told by this driver, or found finished
+    in the storage by `reconcile` on a resume."""
+    return trial_id in ray_internals.told_trials(searcher)
+
+
+def report_epoch(searcher: Any, trial_id: str, value: float | None, epoch: Any) -> None:
+    """One epoch's value as an intermediate value of the trial (step = the epoch).
+
+    A step already in the storage is left alone: an epoch replayed after a retry or a resume
+    (the same number: the checkpoint restores the RNG) was reported before, possibly by a
+    driver that died after Ray's last snapshot, and Optuna would only warn about it. Nothing is
+    reported for a trial whose end is already told, or without a value or an epoch.
+    """
+    if value is None or epoch is None or told(searcher, trial_id):
+        return
+    if trial_id not in ray_internals.optuna_trials(searcher):
+        return
+    step = int(epoch)
+    if step in _frozen(searcher, trial_id).intermediate_values:
+        return
+    ray_internals.optuna_trials(searcher)[trial_id].report(float(value), step)
+
+
+def tell_pruned(searcher: Any, trial_id: str) -> None:
+    """End a trial ASHA stopped as PRUNED. Optuna gives it its last intermediate value (the
+    best val up to the stop) as its value; TPE ranks it below every COMPLETE trial, among the
+    PRUNED ones by the epoch it reached and then that value."""
+    from optuna.trial import TrialState
+
+    study: Any = ray_internals.optuna_study(searcher)
+    study.tell(ray_internals.optuna_trials(searcher)[trial_id], state=TrialState.PRUNED)
+    ray_internals.told_trials(searcher).add(trial_id)
+
+
+def tell_without(searcher: Any, trial_id: str, value: float, unrun_prefix: str,
+                 pruned: bool = False) -> bool:
+    """Tell an ended trial's value with only the parameters it used: the study's record of
+    the proposal (every sampled value) becomes FAIL with a note, and a new trial, COMPLETE or
+    (`pruned`: ASHA stopped it) PRUNED, holds the value, the parameters not starting with
+    `unrun_prefix` and the reported steps.
 
     TPE models each parameter only from trials that have it (and ignores FAIL), so values that
     never trained are judged by no one, while the rest of the trial still counts. The count of
-    COMPLETE trials per study stays the budget. False (nothing done) when the trial has no such
-    parameter. A resume sees the FAIL record as told (`reconcile`); a driver killed between the
-    two writes leaves the trial FAIL only (TPE then has one observation fewer).
+    COMPLETE and PRUNED trials per study stays the budget. False (nothing done) when the trial
+    has no such parameter. A resume sees the FAIL record as told (`reconcile`); a driver killed
+    between the two writes leaves the trial FAIL only (TPE then has one observation fewer).
     """
     import optuna
     from optuna.trial import TrialState
 
     study: Any = ray_internals.optuna_study(searcher)
     ot_trial = ray_internals.optuna_trials(searcher)[trial_id]
-    frozen = ray_internals.study_storage(study).get_trial(
-        ray_internals.storage_trial_id(ot_trial))
+    frozen = _frozen(searcher, trial_id)
     kept = [k for k in frozen.params if not k.startswith(unrun_prefix)]
     if len(kept) == len(frozen.params):
         return False
@@ -150,6 +193,7 @@ def tell_without(searcher: Any, trial_id: str, value: float, unrun_prefix: str) 
     ray_internals.told_trials(searcher).add(trial_id)
     user_attrs = {k: v for k, v in frozen.user_attrs.items() if k != ORPHAN_ATTR}
     study.add_trial(optuna.trial.create_trial(
+        state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
         value=value, params={k: frozen.params[k] for k in kept},
         distributions={k: frozen.distributions[k] for k in kept},
         user_attrs={**user_attrs, ORPHAN_ATTR: RETOLD_NOTE},

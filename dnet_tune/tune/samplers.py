@@ -1,0 +1,123 @@
+"""The Optuna sampler each `--sampler` choice builds, with every setting explicit and recorded.
+
+Why explicit: Optuna's own TPE defaults are not stable across the versions this package accepts
+(`optuna>=4.0`). Optuna 5.0 turned on multivariate TPE and the constant liar by default for
+single-objective studies; under 4.x `TPESampler(seed=...)` models every parameter on its own and
+proposes parallel trials blind. A search therefore resolves its choice into keyword arguments
+once (`settings`), builds the sampler from exactly those (`build`) and writes them to
+search.json (`record`), so what ran is on file whatever Optuna is installed.
+
+A resumed search resolves nothing again: Ray's searcher snapshot holds the very sampler objects
+the search started with (and their random state), and search.json keeps its record;
+`in_use` reads the restored samplers' settings back for the resume's entry in search.json.
+
+The choices (`plan.SAMPLERS`):
+- `tpe` (the default until the benchmark of issue 20 decides): Optuna's own defaults of the
+  installed version, i.e. what `TPESampler(seed=...)` runs, resolved and recorded;
+- `tpe-mv`: multivariate TPE over the group-decomposed space (the Difficulty-Net space is
+  conditional: depth → per-layer widths, `meta_grad` → `meta_interval`), the constant liar
+  (parallel trials see each other as running), and a startup phase scaled to the budget and the
+  parallelism (`startup_trials`);
+- `tpe-independent`: the settings Optuna 4.x ran by default (independent TPE, no constant liar,
+  10 random trials first), kept selectable so a benchmark can compare against them;
+- `random`: Optuna's RandomSampler (the baseline of bench/search_efficiency.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from typing import Any
+
+from dnet_tune.tune import ray_internals
+
+# every TPESampler keyword a search sets (besides `seed`), in the order search.json shows them
+TPE_KEYS = ("n_startup_trials", "n_ei_candidates", "multivariate", "group", "constant_liar")
+
+# Optuna 4.x's defaults: what `tpe` ran before Optuna 5.0 changed them
+OPTUNA4_TPE = {"n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": False,
+               "group": False, "constant_liar": False}
+
+
+def startup_trials(trials: int, slots_per_method: int) -> int:
+    """How many of a method's trials `tpe-mv` proposes at random before TPE models them.
+
+    A PROPOSAL awaiting the benchmark of issue 20 §3 (bench/search_efficiency.py), which has
+    not run: change the rule here once it has.
+
+    The idea: about a quarter of the per-method budget random (Optuna's fixed 10 makes 10 of
+    the default 16 trials random), at least 2 (TPE needs something to split) and at most
+    Optuna's 10. Parallel slots add random proposals of their own: the first `slots` trials
+    of a method start before any has a result, and Optuna counts only finished trials, so until
+    the n-th finishes the n - 1 + slots proposals made so far are all random. The slots beyond
+    the first are therefore taken off the quarter.
+    """
+    blind = max(0, slots_per_method - 1)
+    return max(2, min(10, trials // 4 - blind))
+
+
+def slots_per_method(slots: int, methods: int, trials: int) -> int:
+    """How many trials of one method run at once: the methods take turns for the slots
+    (`per_method.PerMethodSearcher`), so about slots / methods, and never more than its trials."""
+    return max(1, min(trials, math.ceil(slots / max(1, methods))))
+
+
+def optuna_tpe_defaults() -> dict[str, Any]:
+    """The installed Optuna's TPESampler defaults for `TPE_KEYS`, resolved as it resolves them
+    for a single-objective study (its `multivariate=None` means True there)."""
+    import optuna
+
+    params = inspect.signature(optuna.samplers.TPESampler.__init__).parameters
+    out = {k: params[k].default for k in TPE_KEYS}
+    if out["multivariate"] is None:
+        out["multivariate"] = True  # documented: multivariate for single-objective studies
+    return out
+
+
+def settings(name: str, seed: int, trials: int, slots: int, methods: int) -> dict[str, Any]:
+    """Every keyword argument the sampler `name` is built with (plan.SAMPLERS)."""
+    if name == "random":
+        return {"seed": seed}
+    if name == "tpe":
+        return {"seed": seed, **optuna_tpe_defaults()}
+    if name == "tpe-independent":
+        return {"seed": seed, **OPTUNA4_TPE}
+    if name == "tpe-mv":
+        return {"seed": seed,
+                "n_startup_trials": startup_trials(trials,
+                                                   slots_per_method(slots, methods, trials)),
+                "n_ei_candidates": 24, "multivariate": True, "group": True,
+                "constant_liar": True}
+    raise ValueError(f"unknown sampler '{name}'")  # plan.check_arguments refused it before
+
+
+def build(name: str, kwargs: dict[str, Any]) -> Any:
+    """The Optuna sampler, from exactly `kwargs`. Optuna marks `group` (and, in 4.x,
+    `multivariate` and `constant_liar`) experimental and warns once per sampler; they were asked
+    for by name here, so that warning is not printed into the search's output."""
+    import optuna
+
+    if name == "random":
+        return optuna.samplers.RandomSampler(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(**kwargs)
+
+
+def record(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """search.json's `sampler`: the choice, the Optuna class and every keyword it was built
+    with."""
+    return {"name": name, "class": "RandomSampler" if name == "random" else "TPESampler",
+            "settings": dict(kwargs)}
+
+
+def in_use(searchers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per method, the class and settings (`TPE_KEYS`; not the seed, which Optuna does not
+    keep) of the sampler its OptunaSearch proposes with: after a resume, the restored ones."""
+    out = {}
+    for method, searcher in searchers.items():
+        study = ray_internals.optuna_study(searcher)
+        if study is not None:
+            out[method] = ray_internals.sampler_settings(study.sampler)
+    return out
