@@ -7,6 +7,7 @@ import io
 import math
 import re
 
+import pytest
 from rich.console import Console
 
 from dnet_tune.tune.report.text import (
@@ -165,3 +166,16 @@ def test_labels_say_what_ran_and_what_was_not_confirmed():
         "balanced_softmax, which is not among the compared methods: the difference includes "
         "balanced_softmax's own effect")
     assert "not among" not in difference_line({**diff, "base_not_compared": False})
+
+
+@pytest.mark.parametrize("confirmed", [True, False])
+def test_the_widest_rows_fit_80_columns_without_cutting_a_name(confirmed):
+    """The demo's table once printed '+balanced_softm…': a 100.0 group and GPU-hours are the
+    widest cells, and the method names must still be whole."""
+    wide = {**DN_ROW, "label": "difficulty_net (+balanced_softmax)", "test_many": 1.0,
+            "confirmed": confirmed}
+    other = {**DN_ROW, "method": "balanced_softmax", "test_many": 1.0, "confirmed": confirmed}
+    text = _text(comparison_table([wide, other], "t"), width=80)
+    assert "…" not in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "+balanced_softmax" in text and "balanced_softmax " in text

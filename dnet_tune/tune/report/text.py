@@ -47,7 +47,8 @@ def comparison_table(rows: list[dict[str, Any]], title: str) -> Table:
     test columns are one trial's best epoch, and their headers say so.
     """
     # plain text: a status such as ' [interrupted]' is not a markup tag
-    table = Table(title=Text(title, style="table.title"), box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=Text(title, style="table.title"), box=box.SIMPLE_HEAD, pad_edge=False,
+                  show_edge=False, collapse_padding=True)
     confirmed = all(r.get("confirmed", True) for r in rows)
     # two-line headers: "val 1 run" in one line would squeeze the method column below its names
     heads = ("val", "test ±95%CI") if confirmed else ("val\n1 run", "test\n1 run")
