@@ -87,11 +87,14 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.shortcut = _downsample(in_planes, out_planes, stride)
 
+    def identity(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shortcut(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(out + self.identity(x))
 
 
 class ImageNetResNet(nn.Module):

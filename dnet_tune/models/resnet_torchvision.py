@@ -20,39 +20,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnet_tune.config import ModelConfig
+from dnet_tune.models import resnet_imagenet
 from dnet_tune.models.registry import MODELS
 from dnet_tune.models.resnet_imagenet import CosineClassifier
 
 
-class Bottleneck(nn.Module):
-    """1×1-3×3-1×1 block with 4× expansion, torchvision's names; `downsample` exists only where
-    the shape changes (the first block of each stage). Out-of-place ops only: forward-mode AD
-    and `functional_call` never see an activation overwritten."""
-
-    expansion = 4
+class Bottleneck(resnet_imagenet.Bottleneck):
+    """ResNet-50's bottleneck (stride on the 3×3 conv, as torchvision) under torchvision's
+    names: the projection is `downsample`, and exists only where the shape changes (the first
+    block of each stage), so its keys are those of torchvision's files."""
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        out_planes = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_planes)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_planes != out_planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_planes),
-            )
+        super().__init__(in_planes, planes, stride)
+        projection = self.shortcut
+        del self.shortcut
+        self.downsample: nn.Module | None = (
+            None if isinstance(projection, nn.Identity) else projection)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity)
+    def identity(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.downsample is None else self.downsample(x)
 
 
 class TorchvisionResNet(nn.Module):
