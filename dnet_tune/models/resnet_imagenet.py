@@ -97,6 +97,28 @@ class Bottleneck(nn.Module):
         return F.relu(out + self.identity(x))
 
 
+def make_stages(block: type[BasicBlock] | type[Bottleneck], layers: list[int],
+                in_planes: int = 64) -> tuple[list[nn.Sequential], int]:
+    """The four stages at 64/128/256/512 base width (stride 2 opens stages 2-4), and the width
+    they end at."""
+    stages = []
+    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+        blocks = []
+        for j in range(n):
+            blocks.append(block(in_planes, planes, 2 if i > 0 and j == 0 else 1))
+            in_planes = planes * block.expansion
+        stages.append(nn.Sequential(*blocks))
+    return stages, in_planes
+
+
+def init_convs(model: nn.Module) -> None:
+    """He-normal (fan-out) convolutions, as torchvision initialises a network it has no weights
+    for."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 class ImageNetResNet(nn.Module):
     """7×7/2 stem + 3×3/2 max-pool, four stages at 64/128/256/512 base width, global average pool,
     cosine classifier. Adaptive pooling lets small test images (e.g. 64×64) run unchanged."""
@@ -116,22 +138,12 @@ class ImageNetResNet(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
-        stages: list[nn.Module] = []
-        in_planes = 64
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
-            blocks: list[nn.Module] = []
-            for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(block(in_planes, planes, stride))
-                in_planes = planes * block.expansion
-            stages.append(nn.Sequential(*blocks))
+        stages, in_planes = make_stages(block, layers)
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = in_planes
         self.classifier = CosineClassifier(in_planes, num_classes, scale=cosine_scale)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features, for a stage-2 head retrain on a frozen backbone."""

@@ -22,7 +22,7 @@ from torch import nn
 from dnet_tune.config import ModelConfig
 from dnet_tune.models import resnet_imagenet
 from dnet_tune.models.registry import MODELS
-from dnet_tune.models.resnet_imagenet import CosineClassifier
+from dnet_tune.models.resnet_imagenet import CosineClassifier, init_convs, make_stages
 
 
 class Bottleneck(resnet_imagenet.Bottleneck):
@@ -52,19 +52,13 @@ class TorchvisionResNet(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        in_planes = 64
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
-            blocks: list[nn.Module] = []
-            for j in range(n):
-                blocks.append(Bottleneck(in_planes, planes, 2 if i > 0 and j == 0 else 1))
-                in_planes = planes * Bottleneck.expansion
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        stages, in_planes = make_stages(Bottleneck, layers)
+        for i, stage in enumerate(stages):
+            self.add_module(f"layer{i + 1}", stage)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = in_planes
         self.fc = CosineClassifier(in_planes, num_classes, scale=cosine_scale)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     @property
     def classifier(self) -> nn.Module:
