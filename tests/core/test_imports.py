@@ -113,11 +113,14 @@ def _core_modules() -> list[str]:
     return sorted(m for m in _modules() if any(m == c or m.startswith(f"{c}.") for c in CORE))
 
 
+def _forbidden_imports(module: str, forbidden: tuple[str, ...]) -> list[str]:
+    names = _imported_names(module, _modules()[module])
+    return sorted(n for n in names if any(n == f or n.startswith(f"{f}.") for f in forbidden))
+
+
 @pytest.mark.parametrize("module", _core_modules())
 def test_core_imports_neither_ray_nor_the_upper_layers(module):
-    names = _imported_names(module, _modules()[module])
-    bad = sorted(n for n in names
-                 if any(n == f or n.startswith(f"{f}.") for f in FORBIDDEN_IN_CORE))
+    bad = _forbidden_imports(module, FORBIDDEN_IN_CORE)
     assert not bad, f"{module} imports {bad}"
 
 
@@ -149,7 +152,5 @@ def test_the_report_is_a_wing():
 
 @pytest.mark.parametrize("module", _report_modules())
 def test_the_report_imports_only_the_leaves_below_it(module):
-    names = _imported_names(module, _modules()[module])
-    bad = sorted(n for n in names
-                 if any(n == f or n.startswith(f"{f}.") for f in FORBIDDEN_IN_REPORT))
+    bad = _forbidden_imports(module, FORBIDDEN_IN_REPORT)
     assert not bad, f"{module} imports {bad}"
