@@ -4,9 +4,11 @@ Every random choice (order, crops, flips, AutoAugment, Cutout, file augmentation
 the CPU `torch.Generator` passed to `epoch`/`stream`, never from global state that model code also
 consumes, so a run is reproducible and resumable from the generator's state alone. In-memory
 batches are augmented as whole batches on their device (`dnet_tune.data.augment`). File
-datasets decode and augment per image in DataLoader workers with PIL transforms, which read the
-global RNG; each item runs under `torch.random.fork_rng` seeded from the generator, which leaves
-the caller's global RNG untouched.
+datasets without AutoAugment are decoded with torchvision.io and augmented as batches
+(`dnet_tune.data.file_batches.FileBatches`, on the GPU when there is one). With AutoAugment they
+decode and augment per image in DataLoader workers with PIL transforms (`PILFileBatches`), which
+read the global RNG; each item runs under `torch.random.fork_rng` seeded from the generator,
+which leaves the caller's global RNG untouched.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout, host_threads
 from dnet_tune.data.base import LTDataset, Split
+from dnet_tune.data.file_batches import EpochLoader, FileBatches, epoch_items
 from dnet_tune.errors import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-_SEED_HIGH = 2**62
+__all__ = ["FileBatches", "MetaBatches", "PILFileBatches", "TensorBatches", "make_batches"]
 
 
 class _Normalize:
@@ -155,8 +158,11 @@ def file_transform(ds: LTDataset, augment: str) -> object:
     return T.Compose([*ops, *tail])
 
 
-class FileBatches:
-    """Batches of a path split decoded by a DataLoader; order and augmentation from `generator`."""
+class PILFileBatches:
+    """Batches of a path split decoded by PIL per image, for AutoAugment (ImageNet policy).
+
+    Order and augmentation from `generator`; DataLoader workers persist across epochs.
+    """
 
     def __init__(
         self,
@@ -171,7 +177,7 @@ class FileBatches:
         drop_last: bool = False,
     ) -> None:
         if split.paths is None:
-            raise ValueError("FileBatches needs a split with paths")
+            raise ValueError("PILFileBatches needs a split with paths")
         if augment == "autoaugment_cutout":
             raise UserError(f"data.augment=autoaugment_cutout is the CIFAR recipe for in-memory "
                             f"datasets; {ds.name} is decoded from files: use none, crop_flip or "
@@ -182,33 +188,19 @@ class FileBatches:
         self.shuffle = shuffle
         self.random = augment != "none"
         self.device = device
-        self.num_workers = num_workers
         self.drop_last = drop_last
+        self._loader = EpochLoader(self.dataset, num_workers, device)
 
     def __len__(self) -> int:
-        return self._num_batches(self.n)
-
-    def _num_batches(self, n: int) -> int:
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def epoch(self, generator: torch.Generator | None,
               order: torch.Tensor | None = None) -> Iterator[Batch]:
         """One pass; `order` (indices, repeats allowed) replaces the shuffle, e.g. a sampler's."""
-        if order is not None:
-            order_list: list[int] | range = order.tolist()
-        elif self.shuffle:
-            order_list = torch.randperm(self.n, generator=generator).tolist()
-        else:
-            order_list = range(self.n)
-        n = len(order_list)
-        if self.random:
-            seeds = torch.randint(0, _SEED_HIGH, (n,), generator=generator).tolist()
-        else:
-            seeds = [-1] * n
-        items = list(zip(order_list, seeds, strict=True))
-        bs = self.batch_size
-        batches = [items[b * bs : (b + 1) * bs] for b in range(self._num_batches(n))]
-        yield from _load(self.dataset, batches, self.num_workers, self.device)
+        batches = epoch_items(self.n, self.batch_size, self.drop_last, self.shuffle,
+                              self.random, generator, order)
+        for x, y in self._loader.run(batches):
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
 def _load(
@@ -238,13 +230,15 @@ def make_batches(
     num_workers: int = 0,
     drop_last: bool = False,
     cutout_size: int = 16,
-) -> TensorBatches | FileBatches:
-    """TensorBatches for in-memory splits, FileBatches for path splits."""
+) -> TensorBatches | FileBatches | PILFileBatches:
+    """TensorBatches for in-memory splits; path splits: FileBatches, PILFileBatches for
+    AutoAugment."""
     if split.in_memory:
         return TensorBatches(split, ds, batch_size, shuffle=shuffle, augment=augment,
                              device=device, drop_last=drop_last, cutout_size=cutout_size)
-    return FileBatches(split, ds, batch_size, shuffle=shuffle, augment=augment, device=device,
-                       num_workers=num_workers, drop_last=drop_last)
+    files = PILFileBatches if augment == "autoaugment" else FileBatches
+    return files(split, ds, batch_size, shuffle=shuffle, augment=augment, device=device,
+                 num_workers=num_workers, drop_last=drop_last)
 
 
 class MetaBatches:
