@@ -3,7 +3,7 @@
 Why: torchvision's transforms take one PIL image at a time in DataLoader workers; on a GPU that
 keeps decoding and augmentation on the host and makes them, not the model, the bottleneck. Here
 the random parameters are drawn per image (a few numbers), the crop+resize is one interpolation
-per image, and flip, jitter and normalisation run on the whole uint8 batch on its device.
+(and mirror) per image, and the jitter and normalisation run on the whole batch on its device.
 
 Parameters: `draw_train` draws, from a `torch.Generator` seeded with the item's seed, exactly the
 numbers torchvision's `Compose([RandomResizedCrop, RandomHorizontalFlip, ColorJitter])` draws from
@@ -114,9 +114,12 @@ def resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return out[0]
 
 
-def resized_crop(img: torch.Tensor, box: Box, size: int) -> torch.Tensor:
+def resized_crop(img: torch.Tensor, box: Box, size: int, flip: bool = False) -> torch.Tensor:
+    """The box resized to size×size, then mirrored if `flip` (per image: a copy of 150 KB, where
+    a masked flip of the stacked batch costs an index and an index_put of the whole batch)."""
     crop = img[:, box.top : box.top + box.height, box.left : box.left + box.width]
-    return resize(crop, size, size)
+    out = resize(crop, size, size)
+    return out.flip(-1) if flip else out
 
 
 def eval_image(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -128,68 +131,74 @@ def eval_image(img: torch.Tensor, size: int) -> torch.Tensor:
     return out[:, box.top : box.top + size, box.left : box.left + size]
 
 
-def hflip(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Mirror the images of a uint8 NCHW batch where `flips` (bool, N) is set."""
-    if bool(flips.any()):
-        x = x.clone()
-        x[flips] = x[flips].flip(-1)
-    return x
+def grey(x: torch.Tensor, tmp: torch.Tensor | None = None) -> torch.Tensor:
+    """torchvision's rgb_to_grayscale of an integer-valued float NCHW batch (truncated), N1HW.
 
-
-def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """torchvision's `_blend` per image: (f·a + (1−f)·b) clamped, truncated to uint8.
-
-    f and 1−f are formed in float64 and rounded to float32, as torch does with the Python float
-    that torchvision passes, so the result equals the per-image op bit for bit.
+    Same float32 products and sums as torchvision's, in place where it can (`tmp`: a N1HW
+    scratch buffer); values are >= 0, so floor is the truncation (torch vectorises floor, not
+    trunc).
     """
-    f = factor.view(-1, 1, 1, 1)
-    out = f.float() * a + (1.0 - f).float() * b
-    return out.clamp_(0, 255).to(torch.uint8)
-
-
-def grey(x: torch.Tensor) -> torch.Tensor:
-    """torchvision's rgb_to_grayscale on uint8 NCHW: weighted sum truncated to uint8, N1HW."""
-    r, g, b = x.unbind(1)
-    return (_GREY[0] * r + _GREY[1] * g + _GREY[2] * b).to(torch.uint8).unsqueeze(1)
-
-
-def brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    return _blend(x, torch.zeros((), device=x.device), f)
-
-
-def contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    # grey levels are integers and their sum stays below 2**24, so the float32 mean is exact
-    # whatever order the batch reduction sums in
-    mean = grey(x).float().mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(x, mean, f)
-
-
-def saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    return _blend(x, grey(x), f)
-
-
-_OPS = {BRIGHTNESS: brightness, CONTRAST: contrast, SATURATION: saturation}
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    tmp = torch.empty_like(r) if tmp is None else tmp
+    out = r * _GREY[0]
+    out.add_(torch.mul(g, _GREY[1], out=tmp))
+    out.add_(torch.mul(b, _GREY[2], out=tmp))
+    return out.floor_()
 
 
 def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """ColorJitter per image on a uint8 NCHW batch: step k applies each image's k-th op.
+    """ColorJitter per image on a uint8 NCHW batch, equal to torchvision's tensor ops.
 
-    `order` (N×4 int) and `factors` (N×3 float64: brightness, contrast, saturation) are the
-    drawn parameters, on `x`'s device. Images are grouped by the op they take at each step.
+    `order` (N×4 int, fn ids) and `factors` (N×3 float64: brightness, contrast, saturation) are
+    the drawn parameters, on `x`'s device. Each of torchvision's ops is a blend
+    `f·x + (1−f)·t` clamped to [0, 255] and truncated to uint8, with t = 0 (brightness), the mean
+    of the grey image (contrast) or the grey image (saturation). So step k of all images is one
+    blend of the batch: per image its k-th op's f and u = (1−f)·t (f = 1, u = 0 for hue: an
+    exact no-op). u is formed as grey·a + b with a = (1−f)·[saturation] and
+    b = (1−f)·mean·[contrast], where multiplying by 1 or 0 and adding 0 are exact, so u is the
+    product torchvision forms. The image stays float32 between steps and is truncated as uint8
+    would be (values are integers and >= 0: `floor_`); f and 1−f are formed in float64 and
+    rounded to float32, as torch does with the Python float that torchvision passes; a sum of
+    grey levels stays below 2**24, so the float32 mean is exact in any summation order.
     """
-    x = x.clone()
+    x = x.float()
+    n = x.shape[0]
+    ones = torch.ones(n, 1, dtype=torch.float64, device=x.device)
+    table = torch.cat([factors, ones], dim=1)  # by fn id; HUE → 1
+    tmp: torch.Tensor | None = None
     for k in range(4):
-        for fn, op in _OPS.items():
-            idx = (order[:, k] == fn).nonzero().flatten()
-            if idx.numel():
-                x[idx] = op(x[idx], factors[idx, fn])
-    return x
+        fn = order[:, k]
+        if bool((fn == HUE).all()):
+            continue
+        f64 = table.gather(1, fn.view(-1, 1)).view(-1, 1, 1, 1)
+        f, one_minus_f = f64.float(), (1.0 - f64).float()
+        con = (fn == CONTRAST).view(-1, 1, 1, 1).float()
+        sat = (fn == SATURATION).view(-1, 1, 1, 1).float()
+        if bool((con + sat).any()):
+            tmp = torch.empty_like(x[:, :1]) if tmp is None else tmp
+            u = grey(x, tmp)
+            mean = u.mean(dim=(1, 2, 3), keepdim=True)
+            u.mul_(one_minus_f * sat).add_(one_minus_f * mean * con)
+            x.mul_(f).add_(u)
+        else:  # brightness only: torchvision adds (1 − f)·0
+            x.mul_(f)
+        x.clamp_(0, 255).floor_()
+    return x.to(torch.uint8)
 
 
-def train_batch(crops: torch.Tensor, params: list[TrainParams]) -> torch.Tensor:
-    """Flip and jitter of a uint8 batch of already cropped images (on any device)."""
+def train_batch(images: list[torch.Tensor], params: list[TrainParams], size: int) -> torch.Tensor:
+    """The recipe on decoded CHW uint8 images (any device) → a uint8 N×3×size×size batch.
+
+    On the CPU the jitter runs 16 images at a time: a float32 batch of 64 at 224 px is larger
+    than glibc's largest reusable heap block (32 MiB), so its temporaries would be fresh mmaps
+    whose page faults cost more than the arithmetic; chunks of 16 reuse the heap.
+    """
+    crops = torch.stack([resized_crop(img, p.box, size, p.flip)
+                         for img, p in zip(images, params, strict=True)])
     dev = crops.device
-    flips = torch.tensor([p.flip for p in params], device=dev)
     order = torch.tensor([p.order for p in params], dtype=torch.int64, device=dev)
     factors = torch.tensor([p.factors for p in params], dtype=torch.float64, device=dev)
-    return color_jitter(hflip(crops, flips), order, factors)
+    step = 16 if dev.type == "cpu" else len(crops)
+    parts = [color_jitter(crops[i : i + step], order[i : i + step], factors[i : i + step])
+             for i in range(0, len(crops), step)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -28,7 +28,9 @@ DataLoader, whose batch sampler is swapped, so worker start-up is paid once per 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -49,16 +51,26 @@ def is_jpeg(data: torch.Tensor) -> bool:
     return bytes(data[:3].tolist()) == _JPEG_MAGIC
 
 
+@contextmanager
+def quiet() -> Iterator[None]:
+    """torchvision 0.29 deprecates its image codecs (for TorchCodec, not a dependency here) with a
+    DeprecationWarning per call; we use them knowingly, so one call is not one warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
+        yield
+
+
 def decode(data: torch.Tensor, path: str, device: str = "cpu") -> torch.Tensor:
     """File bytes → RGB uint8 CHW; a file we cannot decode is the user's to fix."""
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
     try:
-        if is_jpeg(data):
-            out = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-            assert isinstance(out, torch.Tensor)
-            return out
-        return decode_image(data, mode=ImageReadMode.RGB)
+        with quiet():
+            if is_jpeg(data):
+                out = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+                assert isinstance(out, torch.Tensor)
+                return out
+            return decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         raise UserError(f"{path}: cannot decode this image ({str(exc).splitlines()[0]}); "
                         f"replace or remove the file") from None
@@ -67,7 +79,8 @@ def decode(data: torch.Tensor, path: str, device: str = "cpu") -> torch.Tensor:
 def read(path: str) -> torch.Tensor:
     from torchvision.io import read_file
 
-    return read_file(path)
+    with quiet():
+        return read_file(path)
 
 
 def transform(images: list[torch.Tensor], seeds: list[int], size: int) -> torch.Tensor:
@@ -78,9 +91,7 @@ def transform(images: list[torch.Tensor], seeds: list[int], size: int) -> torch.
         return torch.stack([A.eval_image(img, size) for img in images])
     params = [A.draw_train(A.item_generator(s), *img.shape[-2:]) for img, s in zip(images, seeds,
                                                                                    strict=True)]
-    crops = torch.stack([A.resized_crop(img, p.box, size) for img, p in zip(images, params,
-                                                                            strict=True)])
-    return A.train_batch(crops, params)
+    return A.train_batch(images, params, size)
 
 
 class _Files(Dataset[Any]):
@@ -219,7 +230,9 @@ class FileBatches:
                         "loader workers; JPEGs are decoded on the GPU")
             self._told = True
         raw = [f for f, j in zip(files, jpeg, strict=True) if j]
-        decoded = iter(decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device) if raw else [])
+        with quiet():
+            out = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device) if raw else []
+        decoded = iter(out)
         images = [next(decoded) if j else f.to(self.device, non_blocking=True)
                   for f, j in zip(files, jpeg, strict=True)]
         return transform(images, seeds, self.size)
