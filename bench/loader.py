@@ -16,6 +16,8 @@ does. Cases run in interleaved rounds; the median pass is reported. On CUDA each
 synchronisation, so queued kernels are counted.
 
 Run: `python bench/loader.py [--device cuda] [--rounds N] [--quick] [--out PATH]`.
+`python bench/loader.py --files ...` runs the file-dataset case instead (`bench/loader_files.py`:
+generated JPEGs, today's PIL path vs the batch path, equal workers).
 """
 
 from __future__ import annotations
@@ -165,6 +167,11 @@ CASES = (
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if "--files" in args_in:
+        import loader_files
+
+        return loader_files.main([a for a in args_in if a != "--files"])
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--rounds", type=int, default=None, help="timed passes per case (default 3)")
@@ -175,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="CIFAR data dir (default $DNET_DATA_DIR, else ../shared/data)")
     p.add_argument("--out", default=None,
                    help="JSON output (default bench/results/loader_<device type>.json)")
-    args = p.parse_args(argv)
+    p.add_argument("--files", action="store_true", help="the file-dataset case (loader_files.py)")
+    args = p.parse_args(args_in)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but no CUDA GPU is visible")

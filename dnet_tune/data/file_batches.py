@@ -202,6 +202,7 @@ class FileBatches:
         self.device = device
         self.gpu = device.type == "cuda"
         dataset = _Files(split.paths, split.labels.tolist(), self.size, raw=self.gpu)
+        self.dataset, self.num_workers = dataset, num_workers
         self._loader = EpochLoader(dataset, num_workers, device, _as_is)
         mean = torch.tensor(ds.mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1)
@@ -217,8 +218,22 @@ class FileBatches:
         batches = epoch_items(self.n, self.batch_size, self.drop_last, self.shuffle,
                               self.random, generator, order)
         for got in self._loader.run(batches):
-            x = self._on_gpu(*got) if self.gpu else got[0].to(self.device, non_blocking=True)
-            yield x.float() * self.scale - self.shift, got[-1].to(self.device, non_blocking=True)
+            yield self._finish(got)
+
+    def stream(self, batches: Iterable[list[Item]]) -> Iterator[Batch]:
+        """Batches of (index, seed) lists from an iterable that may never end (meta batches):
+        a DataLoader of its own, which prefetches a few batches ahead."""
+        loader = DataLoader(self.dataset, batch_sampler=batches,
+                            num_workers=self.num_workers, collate_fn=_as_is,
+                            pin_memory=self.gpu, generator=torch.Generator().manual_seed(0))
+        for got in loader:
+            yield self._finish(got)
+
+    def _finish(self, got: tuple[Any, ...]) -> Batch:
+        x = self._on_gpu(*got) if self.gpu else got[0].to(self.device, non_blocking=True)
+        # in place: one float32 batch allocated, not two (each costs its page faults on a CPU)
+        x = x.float().mul_(self.scale).sub_(self.shift)
+        return x, got[-1].to(self.device, non_blocking=True)
 
     def _on_gpu(self, files: list[torch.Tensor], seeds: list[int],
                 labels: torch.Tensor) -> torch.Tensor:

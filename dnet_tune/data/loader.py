@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout, host_threads
 from dnet_tune.data.base import LTDataset, Split
@@ -203,22 +203,6 @@ class PILFileBatches:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
-def _load(
-    dataset: _FileDataset, batches: object, num_workers: int, device: torch.device
-) -> Iterator[Batch]:
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,  # type: ignore[arg-type]
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        # Worker base seeds would otherwise be drawn from the global RNG; items carry their own
-        # seeds, so a constant generator keeps the caller's RNG untouched at no cost.
-        generator=torch.Generator().manual_seed(0),
-    )
-    for x, y in loader:
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
 def make_batches(
     split: Split,
     ds: LTDataset,
@@ -265,14 +249,13 @@ class MetaBatches:
         self.device = device
         self.num_workers = num_workers
         self._tensors: TensorBatches | None = None
-        self._files: _FileDataset | None = None
+        self._files: FileBatches | None = None
         if split.in_memory:
             self._tensors = TensorBatches(split, ds, self.batch_size, shuffle=False,
                                           augment="none", device=device)
         else:
-            assert split.paths is not None
-            self._files = _FileDataset(split.paths, split.labels.tolist(),
-                                       file_transform(ds, "none"))
+            self._files = FileBatches(split, ds, self.batch_size, shuffle=False, augment="none",
+                                      device=device, num_workers=num_workers)
 
     def _index_batches(self, gen: torch.Generator | None) -> Iterator[list[int]]:
         pending: list[int] = []
@@ -293,4 +276,4 @@ class MetaBatches:
         else:
             assert self._files is not None
             batches = ([(i, -1) for i in idx] for idx in self._index_batches(generator))
-            yield from _load(self._files, batches, self.num_workers, self.device)
+            yield from self._files.stream(batches)
