@@ -31,7 +31,7 @@ import logging
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -183,6 +183,8 @@ class FileBatches:
     """Batches of a path split; `augment` none (resize + centre crop) or crop_flip (the recipe:
     RandomResizedCrop + flip + ColorJitter); order and augmentation from the epoch's generator."""
 
+    told_not_jpeg: ClassVar[bool] = False
+
     def __init__(self, split: Split, ds: LTDataset, batch_size: int, *, shuffle: bool,
                  augment: str, device: torch.device, num_workers: int = 0,
                  drop_last: bool = False) -> None:
@@ -207,7 +209,6 @@ class FileBatches:
         mean = torch.tensor(ds.mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(ds.std, device=device).view(1, -1, 1, 1)
         self.scale, self.shift = 1.0 / (255.0 * std), mean / std  # as loader._Normalize
-        self._told = False
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
@@ -240,10 +241,10 @@ class FileBatches:
         from torchvision.io import ImageReadMode, decode_jpeg
 
         jpeg = [f.dim() == 1 for f in files]
-        if not all(jpeg) and not self._told:
+        if not all(jpeg) and not FileBatches.told_not_jpeg:
             log.warning("some files are not JPEG (e.g. PNG): they are decoded on the CPU in the "
                         "loader workers; JPEGs are decoded on the GPU")
-            self._told = True
+            FileBatches.told_not_jpeg = True  # once per process, not per split
         raw = [f for f, j in zip(files, jpeg, strict=True) if j]
         with quiet():
             out = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device) if raw else []

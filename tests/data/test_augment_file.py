@@ -80,6 +80,10 @@ def test_eval_image_is_resize_then_center_crop():
         img = smooth_image(h, w, 1)
         want = F2.center_crop(F2.resize(img, [256], antialias=True), [224, 224])
         assert torch.equal(A.eval_image(img, 224), want)
+        pil = Image.fromarray(img.permute(1, 2, 0).numpy())
+        via_pil = np.asarray(T.Compose([T.Resize(256), T.CenterCrop(224)])(pil))
+        diff = A.eval_image(img, 224).permute(1, 2, 0).int() - torch.from_numpy(via_pil).int()
+        assert diff.abs().max() <= 1  # today's PIL eval transform, to rounding
 
 
 def torchvision_jitter(img: torch.Tensor, p: A.TrainParams) -> torch.Tensor:
@@ -104,7 +108,8 @@ def test_color_jitter_equals_torchvisions_tensor_ops_bit_for_bit():
 
 
 def test_train_batch_is_the_per_image_recipe_in_any_chunking():
-    images = [smooth_image(300 + 7 * k, 420 - 5 * k, k) for k in range(35)]  # 3 CPU chunks
+    # CPU chunks of 8, 3 left
+    images = [smooth_image(300 + 7 * k, 420 - 5 * k, k) for k in range(35)]
     params = [A.draw_train(A.item_generator(100 + k), *img.shape[-2:])
               for k, img in enumerate(images)]
     out = A.train_batch(images, params, 64)
@@ -131,4 +136,4 @@ def test_whole_recipe_is_close_to_the_pil_path_under_the_same_seed():
     d = torch.stack(diffs)
     # PIL blends in its own rounding and takes contrast's mean rounded to an integer and
     # saturation's grey from its own luma: a few grey levels, never a different crop or flip
-    assert d.mean() < 1.0 and d.max() <= 8
+    assert d.mean() < 0.6 and d.max() <= 6  # measured: mean 0.26, max 4 over 30 seeds

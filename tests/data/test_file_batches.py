@@ -127,7 +127,8 @@ def test_workers_persist_across_epochs():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_decode_path_matches_the_cpu_path(tmp_path, caplog):
+def test_gpu_decode_path_matches_the_cpu_path(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(FileBatches, "told_not_jpeg", False)
     write_folder(tmp_path / "tree", [9, 9])
     ds = build_dataset(DataConfig(name="folder_lt", data_dir=str(tmp_path / "tree"),
                                   meta_per_class=1, val_per_class=1, imbalance=2))
