@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dnet_tune.data import augment_file as A
+from dnet_tune.data.augment import host_threads
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.errors import UserError
 
@@ -114,8 +115,11 @@ class _Files(Dataset[Any]):
             files = [d if is_jpeg(d) else decode(d, self.paths[i])
                      for d, (i, _) in zip(data, items, strict=True)]
             return files, seeds, labels
-        images = [decode(d, self.paths[i]) for d, (i, _) in zip(data, items, strict=True)]
-        return transform(images, seeds, self.size), labels
+        # one thread: without workers this runs in the main process, whose thread count is the
+        # model's (and many small ops on two threads of a busy 2-core machine crawl)
+        with host_threads(torch.device("cpu")):
+            images = [decode(d, self.paths[i]) for d, (i, _) in zip(data, items, strict=True)]
+            return transform(images, seeds, self.size), labels
 
 
 def _as_is(batch: Any) -> Any:
