@@ -114,7 +114,7 @@ class _Files(Dataset[Any]):
         if self.raw:  # JPEGs stay bytes for the GPU; the rest are decoded here
             files = [d if is_jpeg(d) else decode(d, self.paths[i])
                      for d, (i, _) in zip(data, items, strict=True)]
-            return files, seeds, labels
+            return files, seeds, [self.paths[i] for i, _ in items], labels
         # one thread: without workers this runs in the main process, whose thread count is the
         # model's (and many small ops on two threads of a busy 2-core machine crawl)
         with host_threads(torch.device("cpu")):
@@ -240,7 +240,7 @@ class FileBatches:
         x = x.float().mul_(self.scale).sub_(self.shift)
         return x, got[-1].to(self.device, non_blocking=True)
 
-    def _on_gpu(self, files: list[torch.Tensor], seeds: list[int],
+    def _on_gpu(self, files: list[torch.Tensor], seeds: list[int], paths: list[str],
                 labels: torch.Tensor) -> torch.Tensor:
         from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -250,8 +250,14 @@ class FileBatches:
                         "loader workers; JPEGs are decoded on the GPU")
             FileBatches.told_not_jpeg = True  # once per process, not per split
         raw = [f for f, j in zip(files, jpeg, strict=True) if j]
-        with quiet():
-            out = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device) if raw else []
+        try:
+            with quiet():
+                out = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device) if raw else []
+        except RuntimeError as exc:  # e.g. a JPEG flavour nvJPEG lacks (CMYK): this batch on CPU
+            log.warning("GPU JPEG decoding failed (%s); this batch is decoded on the CPU",
+                        str(exc).splitlines()[0])
+            names = [p for p, j in zip(paths, jpeg, strict=True) if j]
+            out = [decode(f, p).to(self.device) for f, p in zip(raw, names, strict=True)]
         decoded = iter(out)
         images = [next(decoded) if j else f.to(self.device, non_blocking=True)
                   for f, j in zip(files, jpeg, strict=True)]

@@ -126,6 +126,24 @@ def test_workers_persist_across_epochs():
     assert pids() == first  # the same two worker processes serve the next epoch
 
 
+def test_the_gpu_paths_logic_run_on_the_cpu_gives_the_same_batches(tmp_path, caplog,
+                                                                     monkeypatch):
+    """The GPU path (workers send bytes, the main process decodes the JPEGs of a batch in one
+    call, PNGs arrive decoded) with the device set to the CPU: same batches as the CPU path."""
+    monkeypatch.setattr(FileBatches, "told_not_jpeg", False)
+    write_folder(tmp_path / "tree", [9, 9])
+    ds = build_dataset(DataConfig(name="folder_lt", data_dir=str(tmp_path / "tree"),
+                                  meta_per_class=1, val_per_class=1, imbalance=2))
+    for augment in ("crop_flip", "none"):
+        raw = FileBatches(ds.train, ds, 5, shuffle=True, augment=augment, device=CPU)
+        raw.gpu = raw.dataset.raw = True
+        with caplog.at_level(logging.WARNING, logger="dnet_tune.data.file_batches"):
+            got = run(raw, 0, 0)
+        plain = FileBatches(ds.train, ds, 5, shuffle=True, augment=augment, device=CPU)
+        assert same(got, run(plain, 0, 0))
+    assert sum("not JPEG" in r.message for r in caplog.records) == 1  # said once
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_decode_path_matches_the_cpu_path(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(FileBatches, "told_not_jpeg", False)
