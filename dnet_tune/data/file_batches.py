@@ -122,6 +122,18 @@ class _Files(Dataset[Any]):
             return transform(images, seeds, self.size), labels
 
 
+def one_line_errors(loader: Iterable[Any]) -> Iterator[Any]:
+    """A UserError raised in a worker comes back with the worker's traceback in its message; the
+    user gets its own one line (the traceback is kept only for bugs)."""
+    try:
+        yield from loader
+    except UserError as exc:
+        lines = str(exc).strip().splitlines()
+        if len(lines) > 1 and lines[-1].startswith("dnet_tune.errors.UserError: "):
+            raise UserError(lines[-1].removeprefix("dnet_tune.errors.UserError: ")) from None
+        raise
+
+
 def _as_is(batch: Any) -> Any:
     return batch
 
@@ -163,7 +175,7 @@ class EpochLoader:
 
     def run(self, batches: Iterable[list[Item]]) -> Iterator[Any]:
         self.sampler.batches = list(batches)
-        yield from self.loader
+        yield from one_line_errors(self.loader)
 
 
 def epoch_items(n: int, batch_size: int, drop_last: bool, shuffle: bool, random: bool,
@@ -231,7 +243,7 @@ class FileBatches:
         loader = DataLoader(self.dataset, batch_sampler=batches,
                             num_workers=self.num_workers, collate_fn=_as_is,
                             pin_memory=self.gpu, generator=torch.Generator().manual_seed(0))
-        for got in loader:
+        for got in one_line_errors(loader):
             yield self._finish(got)
 
     def _finish(self, got: tuple[Any, ...]) -> Batch:

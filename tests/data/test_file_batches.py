@@ -93,9 +93,13 @@ def test_a_damaged_file_is_a_user_error(places, tmp_path):
     bad = ds.train.paths[0]
     with open(bad, "wb") as f:
         f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
-    batches = make_batches(ds.train, ds, 4, shuffle=False, augment="crop_flip", device=CPU)
-    with pytest.raises(UserError, match="cannot decode"):
-        run(batches, 0, 0)
+    for workers in (0, 2):
+        batches = make_batches(ds.train, ds, 4, shuffle=False, augment="crop_flip", device=CPU,
+                               num_workers=workers)
+        with pytest.raises(UserError) as info:
+            run(batches, 0, 0)
+        assert str(info.value).startswith(f"{bad}: cannot decode this image")
+        assert "\n" not in str(info.value)  # one line, also from a worker
 
 
 def test_autoaugment_keeps_the_pil_path_and_cutout_is_refused(places):
