@@ -1,6 +1,7 @@
 """File-based datasets: ImageNet-LT and Places-LT (OLTR text lists) and any ImageFolder tree.
 
-Images stay on disk and are decoded lazily by `file_batches.FileBatches`; splits carry absolute paths.
+Images stay on disk and are decoded lazily by `file_batches.FileBatches`; splits carry absolute
+paths.
 
 Layout (one folder per dataset under the data directory; list paths are relative to it):
 
