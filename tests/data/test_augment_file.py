@@ -69,7 +69,7 @@ def test_resized_crop_equals_torchvision_v2_and_is_close_to_pil():
         want = F2.resized_crop(img, *p.box, [224, 224], antialias=True)
         assert torch.equal(ours, want)
         assert torch.equal(A.resized_crop(img, p.box, 224, flip=True), want.flip(-1))
-        via_pil = torch.from_numpy(np.asarray(TF.resized_crop(pil, *p.box, [224, 224])))
+        via_pil = torch.from_numpy(np.array(TF.resized_crop(pil, *p.box, [224, 224])))
         worst.append((ours.permute(1, 2, 0).int() - via_pil.int()).abs().max().item())
     # torch's uint8 antialiased bilinear follows Pillow's resampling: at most 1 grey level
     assert max(worst) <= 1
@@ -81,7 +81,7 @@ def test_eval_image_is_resize_then_center_crop():
         want = F2.center_crop(F2.resize(img, [256], antialias=True), [224, 224])
         assert torch.equal(A.eval_image(img, 224), want)
         pil = Image.fromarray(img.permute(1, 2, 0).numpy())
-        via_pil = np.asarray(T.Compose([T.Resize(256), T.CenterCrop(224)])(pil))
+        via_pil = np.array(T.Compose([T.Resize(256), T.CenterCrop(224)])(pil))
         diff = A.eval_image(img, 224).permute(1, 2, 0).int() - torch.from_numpy(via_pil).int()
         assert diff.abs().max() <= 1  # today's PIL eval transform, to rounding
 
@@ -131,7 +131,7 @@ def test_whole_recipe_is_close_to_the_pil_path_under_the_same_seed():
         ours = A.train_batch([img], [A.draw_train(A.item_generator(seed), 350, 400)], 224)[0]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            want = torch.from_numpy(np.asarray(recipe(pil))).permute(2, 0, 1)
+            want = torch.from_numpy(np.array(recipe(pil))).permute(2, 0, 1)
         diffs.append((ours.int() - want.int()).abs().float())
     d = torch.stack(diffs)
     # PIL blends in its own rounding and takes contrast's mean rounded to an integer and
