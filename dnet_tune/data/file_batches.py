@@ -80,8 +80,12 @@ def decode(data: torch.Tensor, path: str, device: str = "cpu") -> torch.Tensor:
 def read(path: str) -> torch.Tensor:
     from torchvision.io import read_file
 
-    with quiet():
-        return read_file(path)
+    try:
+        with quiet():
+            return read_file(path)
+    except RuntimeError as exc:  # gone or unreadable since the lists were read
+        raise UserError(f"{path}: cannot read this image ({str(exc).splitlines()[0]}); "
+                        f"restore the file or rebuild the dataset") from None
 
 
 def transform(images: list[torch.Tensor], seeds: list[int], size: int) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 
 import pytest
 import torch
@@ -100,6 +101,10 @@ def test_a_damaged_file_is_a_user_error(places, tmp_path):
             run(batches, 0, 0)
         assert str(info.value).startswith(f"{bad}: cannot decode this image")
         assert "\n" not in str(info.value)  # one line, also from a worker
+    os.remove(ds.train.paths[1])  # a file removed after the lists were read
+    batches = make_batches(ds.train, ds, 4, shuffle=False, augment="crop_flip", device=CPU)
+    with pytest.raises(UserError, match=re.escape(f"{ds.train.paths[1]}: cannot read")):
+        run(batches, 0, 0)
 
 
 def test_autoaugment_keeps_the_pil_path_and_cutout_is_refused(places):
