@@ -1,6 +1,7 @@
 """FileBatches: torchvision.io decoding + batch augmentation, persistent workers, exact resume."""
 
 import logging
+import math
 import os
 import re
 
@@ -172,3 +173,36 @@ def test_gpu_decode_path_matches_the_cpu_path(tmp_path, caplog, monkeypatch):
         assert torch.equal(yg.cpu(), yc)
         # nvJPEG vs libjpeg-turbo and float vs uint8 resizing: a few grey levels at most
         assert ((xg.cpu() - xc) * std * 255).abs().mean() < 3
+
+
+def test_a_resumed_file_dataset_run_repeats_the_uninterrupted_run(tmp_path):
+    """Train 2 epochs; stop after 1, checkpoint, resume in a new Trainer under another global
+    seed: the same metrics and weights (workers do not change batches: tested above)."""
+    from dnet_tune.run import resolve_config
+    from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
+
+    write_folder(tmp_path / "tree", [12, 11, 13])
+    cfg = resolve_config(dataset="folder_lt", sets=[
+        f"data.data_dir={tmp_path / 'tree'}", "data.imbalance=4", "data.meta_per_class=1",
+        "data.val_per_class=1", "data.num_workers=0", "data.batch_size=4",
+        "data.meta_batch_size=3", "model.name=small_cnn", "train.epochs=2"])
+    assert cfg.data.augment == "crop_flip"
+    full = Trainer(cfg)
+    uninterrupted = list(full.fit())
+    first = Trainer(cfg)
+    first.run_epoch()
+    save_checkpoint(first, str(tmp_path / "ckpt.pt"))
+    torch.manual_seed(12345)
+    resumed = Trainer(cfg)
+    resumed.load_state_dict(load_checkpoint(str(tmp_path / "ckpt.pt")))
+    rest = list(resumed.fit())
+    assert [m["epoch"] for m in rest] == [2]
+
+    def strip(rows):  # NaN (an empty shot group) as None, so that equal rows compare equal
+        return [{k: None if isinstance(v, float) and math.isnan(v) else v
+                 for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+
+    assert strip(resumed.history) == strip(uninterrupted)
+    for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
