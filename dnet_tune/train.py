@@ -165,7 +165,13 @@ class Trainer:
             total += torch.bincount(yc, minlength=self.num_classes).double()
             correct += torch.bincount(yc[pred.cpu() == yc], minlength=self.num_classes).double()
         self.model.train(training)
+        correct, total = self._reduce_counts(correct, total)
         return (correct / total.clamp(min=1)).float()
+
+    def _reduce_counts(self, correct: torch.Tensor, total: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-class counts of the whole split (one process saw all of it)."""
+        return correct, total
 
     def _split_metrics(self, prefix: str, acc: torch.Tensor) -> dict[str, float]:
         counts = torch.tensor(self._split_counts(prefix), dtype=torch.float64)
