@@ -9,6 +9,7 @@ fails, torch stops the others, so none is left waiting in a collective.
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import sys
@@ -56,6 +57,11 @@ def spawn(world: int, backend: str, fn: Callable[..., Any], *args: Any) -> None:
     errors = ctx.SimpleQueue()
     procs = mp.start_processes(_entry, args=(world, free_port(), backend, fn, args, errors),
                                nprocs=world, join=False, start_method="spawn")
+    # torch logs a warning for each rank it stops after another failed; the failure itself is
+    # what the user needs (one line for a UserError), not the clean-up
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
     try:
         while not procs.join():
             pass
@@ -68,10 +74,12 @@ def spawn(world: int, backend: str, fn: Callable[..., Any], *args: Any) -> None:
             raise FloatingPointError(message) from None
         raise RuntimeError(f"training worker {exc.error_index} exited with code "
                            f"{exc.exit_code}") from exc
+    finally:
+        spawn_log.setLevel(level)
 
 
 def _first(errors: Any) -> tuple[str, str] | None:
     try:
-        return None if errors.empty() else tuple(errors.get())  # type: ignore[return-value]
+        return None if errors.empty() else tuple(errors.get())
     except (OSError, EOFError, queue.Empty):
         return None

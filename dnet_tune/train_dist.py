@@ -136,7 +136,7 @@ class DistributedTrainer(Trainer):
         if self.meta_batches is not None:
             self.meta_batches = _ShardedMeta(self.meta_batches, comm)  # type: ignore[assignment]
         d = cfg.data
-        self._eval = {  # type: ignore[assignment]
+        self._eval = {
             name: make_batches(_part(getattr(self.ds, name), comm), self.ds, d.eval_batch_size,
                                shuffle=False, augment="none", device=self.device,
                                num_workers=d.num_workers)

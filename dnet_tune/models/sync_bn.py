@@ -21,7 +21,6 @@ from torch import nn
 
 from dnet_tune.distributed import active, all_reduce_sum
 
-
 _Norm = nn.BatchNorm1d | nn.BatchNorm2d
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -82,10 +83,8 @@ def resume_worker(straight: str, stopped: str) -> None:
     from dnet_tune.train_dist import run_distributed
 
     run_distributed(config("dn_full_jvp", 2), straight)
-    try:
+    with contextlib.suppress(_Stop):
         run_distributed(config("dn_full_jvp", 2), stopped, on_epoch=_stop_after_first)
-    except _Stop:
-        pass
     dist.barrier()  # rank 0 has written its checkpoint before any rank reads it
     torch.manual_seed(12345)  # whatever happened in between must not matter
     run_distributed(None, stopped, resume=True)

@@ -99,3 +99,36 @@ def test_resume_under_two_workers_is_exact(tmp_path):
     for x, y in zip(a["history"], b["history"], strict=True):
         assert {k: v for k, v in x.items() if k != "epoch_time_s"} == \
             {k: v for k, v in y.items() if k != "epoch_time_s"}
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--workers", "0"], ["--workers", "got 0"]),
+    (["--workers", "3"], ["data.batch_size=64", "multiple of 3"]),
+    (["--workers", "2", "--set", "data.meta_batch_size=99"], ["data.meta_batch_size=99"]),
+    (["--workers", "2", "--set", "method.meta_impl=reference"], ["meta_impl", "jvp"]),
+    (["--workers", "2", "--set", "stage2.enabled=true"], ["stage 2", "--workers"]),
+    (["--workers", "2", "--device", "cuda:0"], ["cuda:0", "one GPU"]),
+])
+def test_workers_bad_input_is_one_line_before_anything_runs(cli, tmp_path, one_line_error,
+                                                            argv, needles):
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--dataset", "digits_lt", "--epochs", "1", "--output", out,
+                       *argv)
+    one_line_error(code, err, *needles)
+    assert not out.exists()
+
+
+def test_a_rank_s_user_error_comes_back_as_one_line(cli, tmp_path, one_line_error):
+    """Found only once the data is built (H of 10 images cannot split across 4 workers): the
+    ranks raise it, the launcher relays it, nothing is written."""
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--dataset", "digits_lt", "--epochs", "1", "--output", out,
+                       "--workers", "4", "--set", "data.meta_per_class=1",
+                       "--set", "train.threads=1")
+    one_line_error(code, err, "meta batch holds 10 images", "4 workers")
+    assert not out.exists()
+
+
+def test_workers_with_resume_is_refused(cli, tmp_path, one_line_error):
+    code, _, err = cli("train", "--resume", "--output", tmp_path, "--workers", "2")
+    one_line_error(code, err, "--workers", "--resume")
