@@ -6,10 +6,10 @@ Gradients, the meta step's quantities (dnet_tune.method.meta_step_dist), BatchNo
 (dnet_tune.models.sync_bn) and evaluation counts are all-reduced, so θ and φ stay identical on
 every rank and equal to the one-process run's up to floating-point rounding.
 
-Cost, said plainly: every rank loads and augments the whole global batch and keeps its shard.
-That is what keeps each image's augmentation the one-process run's draw (the batch ops draw from
-one generator for the whole batch); for on-device CIFAR batches it is cheap, for file datasets it
-spends W× the decoding.
+Cost, said plainly: for in-memory datasets every rank augments the whole global batch and keeps
+its shard. That is what keeps each image's augmentation the one-process run's draw (the batch ops
+draw from one generator for the whole batch), and on the device it is cheap. File datasets and
+meta batches load only the rank's shard: their items carry their own seeds.
 
 `run_distributed` is the entry for a process whose default process group is already initialised:
 the CLI's spawner (dnet_tune.launch) and a Ray Train worker both call it. Rank 0 writes the run's
@@ -26,7 +26,7 @@ import torch
 
 from dnet_tune.config import Config
 from dnet_tune.data.base import LTDataset, Split
-from dnet_tune.data.loader import MetaBatches, make_batches
+from dnet_tune.data.loader import FileBatches, MetaBatches, make_batches
 from dnet_tune.distributed import Batch, Comm, backend_for
 from dnet_tune.errors import UserError
 from dnet_tune.method import DIFFICULTY_NET
@@ -83,7 +83,9 @@ def _part(split: Split, comm: Comm) -> Split:
 
 
 class _ShardedBatches:
-    """A global batch iterator (`epoch`), each batch cut to this rank's shard."""
+    """A global batch iterator (`epoch`), each batch cut to this rank's shard. File batches
+    decode only the shard (each item carries its own augmentation seed); in-memory batches are
+    augmented whole, from one generator, and cut afterwards."""
 
     def __init__(self, inner: Any, comm: Comm) -> None:
         self.inner, self.comm = inner, comm
@@ -93,6 +95,8 @@ class _ShardedBatches:
 
     def epoch(self, generator: torch.Generator | None,
               order: torch.Tensor | None = None) -> Iterator[Batch]:
+        if isinstance(self.inner, FileBatches):
+            return self.inner.epoch(generator, order, shard=self.comm.shard)
         return self.comm.shard_batches(self.inner.epoch(generator, order))
 
 
@@ -101,7 +105,7 @@ class _ShardedMeta:
         self.inner, self.comm = inner, comm
 
     def stream(self, generator: torch.Generator | None) -> Iterator[Batch]:
-        return self.comm.shard_batches(self.inner.stream(generator))
+        return self.inner.stream(generator, shard=self.comm.shard)
 
 
 class DistributedTrainer(Trainer):
@@ -126,16 +130,21 @@ class DistributedTrainer(Trainer):
         if isinstance(dn, torch.nn.Module):
             comm.broadcast_module(dn)
         self.method.dist = DistributedSteps(comm)
+        d = cfg.data
         meta_size = self.meta_batches.batch_size if self.meta_batches is not None else 0
         if _uses_meta_batches(cfg) and meta_size % comm.world:
             raise UserError(f"the meta batch holds {meta_size} images (all of the meta set H) "
                             f"and cannot split evenly across {comm.world} workers; use a "
                             f"larger data.meta_per_class or a data.meta_batch_size that is a "
                             f"multiple of {comm.world}")
+        last = len(self.ds.train) % d.batch_size
+        if 0 < last < comm.world:
+            raise UserError(f"data.batch_size={d.batch_size} leaves a last batch of {last} "
+                            f"image(s) per epoch, fewer than the {comm.world} workers; choose "
+                            f"a batch size that leaves none or at least {comm.world}")
         self.train_batches = _ShardedBatches(self.train_batches, comm)  # type: ignore[assignment]
         if self.meta_batches is not None:
             self.meta_batches = _ShardedMeta(self.meta_batches, comm)  # type: ignore[assignment]
-        d = cfg.data
         self._eval = {
             name: make_batches(_part(getattr(self.ds, name), comm), self.ds, d.eval_batch_size,
                                shuffle=False, augment="none", device=self.device,
