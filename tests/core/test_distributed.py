@@ -132,3 +132,27 @@ def test_a_rank_s_user_error_comes_back_as_one_line(cli, tmp_path, one_line_erro
 def test_workers_with_resume_is_refused(cli, tmp_path, one_line_error):
     code, _, err = cli("train", "--resume", "--output", tmp_path, "--workers", "2")
     one_line_error(code, err, "--workers", "--resume")
+
+
+def test_cli_trains_with_workers_records_them_and_resumes_with_them(cli, tmp_path):
+    from dnet_tune.config import load_yaml
+
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--dataset", "digits_lt", "--epochs", "1", "--workers", "2",
+                       "--output", out, "--quiet")
+    assert code == 0, err
+    recorded = load_yaml(out / "config.yaml")
+    assert recorded["train"]["workers"] == 2 and recorded["model"]["sync_bn"] is True
+    assert isinstance(recorded["train"]["threads"], int)  # auto resolved per rank, recorded
+    code, _, err = cli("train", "--resume", "--output", out, "--extend", "1", "--quiet")
+    assert code == 0, err
+    state = load_checkpoint(str(out / "checkpoint.pt"))
+    assert state["epoch"] == 2 and state["config"]["train"]["workers"] == 2
+    assert [row["epoch"] for row in state["history"]] == [1, 2]
+
+
+def test_a_config_with_workers_never_trains_silently_as_one_process():
+    from dnet_tune.errors import UserError
+
+    with pytest.raises(UserError, match=r"train\.workers=2 needs that many processes"):
+        Trainer(config("ce", 2))
