@@ -55,6 +55,9 @@ class ModelConfig:
     # module prefixes (e.g. layer4.2) kept at their fresh initialisation instead of loaded
     # from `pretrained`
     reinit: list[str] = field(default_factory=list)
+    # with train.workers > 1: BatchNorm statistics over the global batch (all ranks), so the
+    # run computes what one process would; false: each rank normalises with its own shard
+    sync_bn: bool = True
 
 
 @dataclass
@@ -126,6 +129,9 @@ class TrainConfig:
     # default); a search's trials: --cpus-per-trial. A run records the number it used.
     threads: int | Literal["auto"] = "auto"
     extensions: list[Extension] = field(default_factory=list)  # `--extend`s, in order
+    # processes that train this one run together (torch.distributed; `train --workers N`):
+    # data.batch_size and data.meta_batch_size are global batches split across them
+    workers: int = 1
 
 
 @dataclass
@@ -312,6 +318,7 @@ def validate(cfg: Config) -> None:
         "data.eval_batch_size": cfg.data.eval_batch_size,
         "data.cutout_size": cfg.data.cutout_size,
         "train.epochs": cfg.train.epochs,
+        "train.workers": cfg.train.workers,
         "optim.lr": cfg.optim.lr,
         "method.meta_interval": cfg.method.meta_interval,
         "dn.lr": cfg.dn.lr,

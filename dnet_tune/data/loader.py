@@ -11,7 +11,7 @@ the caller's global RNG untouched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -21,6 +21,8 @@ from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.errors import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+# which part of a batch of n items to keep: a rank of a distributed run (Comm.shard)
+Shard = Callable[[int], slice]
 _SEED_HIGH = 2**62
 
 
@@ -192,8 +194,10 @@ class FileBatches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def epoch(self, generator: torch.Generator | None,
-              order: torch.Tensor | None = None) -> Iterator[Batch]:
-        """One pass; `order` (indices, repeats allowed) replaces the shuffle, e.g. a sampler's."""
+              order: torch.Tensor | None = None, shard: Shard | None = None) -> Iterator[Batch]:
+        """One pass; `order` (indices, repeats allowed) replaces the shuffle, e.g. a sampler's.
+        `shard`: decode only this part of each batch (a rank of a distributed run); every item
+        keeps the seed it has in the whole batch, so the shards concatenate to the batch."""
         if order is not None:
             order_list: list[int] | range = order.tolist()
         elif self.shuffle:
@@ -208,6 +212,8 @@ class FileBatches:
         items = list(zip(order_list, seeds, strict=True))
         bs = self.batch_size
         batches = [items[b * bs : (b + 1) * bs] for b in range(self._num_batches(n))]
+        if shard is not None:
+            batches = [batch[shard(len(batch))] for batch in batches]
         yield from _load(self.dataset, batches, self.num_workers, self.device)
 
 
@@ -288,15 +294,20 @@ class MetaBatches:
             yield pending[: self.batch_size]
             pending = pending[self.batch_size :]
 
-    def stream(self, generator: torch.Generator | None) -> Iterator[Batch]:
+    def stream(self, generator: torch.Generator | None, shard: Shard | None = None
+               ) -> Iterator[Batch]:
+        """`shard`: only this part of each batch (a rank of a distributed run)."""
+        index_batches = self._index_batches(generator)
+        if shard is not None:
+            index_batches = (idx[shard(len(idx))] for idx in index_batches)
         if self._tensors is not None:
             t = self._tensors
-            for idx in self._index_batches(generator):
+            for idx in index_batches:
                 i = torch.tensor(idx, device=self.device)
                 with host_threads(self.device):
                     x = t.normalize(t.images[i])
                 yield x, t.labels[i]
         else:
             assert self._files is not None
-            batches = ([(i, -1) for i in idx] for idx in self._index_batches(generator))
+            batches = ([(i, -1) for i in idx] for idx in index_batches)
             yield from _load(self._files, batches, self.num_workers, self.device)
