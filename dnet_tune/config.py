@@ -204,6 +204,15 @@ def resolve_augment_span(cfg: Config, device_type: str, epoch_bytes: int | None)
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment_span=span))
 
 
+def recorded_span(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config (a checkpoint's) from before `data.augment_span` existed augmented per
+    batch: resumed, it keeps doing so instead of resolving `auto` anew (epoch on CUDA)."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or "augment_span" in data:
+        return raw
+    return {**raw, "data": {**data, "augment_span": "batch"}}
+
+
 def total_epochs(cfg: Config) -> int:
     """Epochs of the whole run: stage 1, then stage 2 when enabled (numbered 1 … E1 + E2)."""
     return cfg.train.epochs + (cfg.stage2.epochs if cfg.stage2.enabled else 0)

@@ -26,6 +26,7 @@ from dnet_tune.config import (
     config_to_dict,
     load_yaml,
     parse_set,
+    recorded_span,
     total_epochs,
 )
 from dnet_tune.dotted import merge
@@ -196,7 +197,7 @@ def train_to_dir(
         raw, migrated = migrate_milestones(state["config"], f"the checkpoint '{ckpt}'")
         if migrated:
             note(migrated)
-        cfg = config_from_dict(raw)
+        cfg = config_from_dict(recorded_span(raw))
         if extend is not None:
             cfg = extended(cfg, int(state["epoch"]), extend)
         trainer = Trainer(cfg)
