@@ -30,7 +30,7 @@ Augment = Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"]
 # How much of an in-memory epoch one pass of augmentation ops covers (dnet_tune.data.augment_epoch)
 AugmentSpan = Literal["auto", "batch", "epoch"]
 # `auto` augments whole epochs on CUDA only while an epoch's uint8 images fit this bound
-# (peak device memory of the pass is a few times that: see data/augment_epoch.py)
+# (the pass needs about 8x that on top, transiently: see data/augment_epoch.py)
 EPOCH_SPAN_MAX_BYTES = 512 * 2**20
 
 
