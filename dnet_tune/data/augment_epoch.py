@@ -30,7 +30,7 @@ stay per batch, so float images exist only a batch at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -68,14 +68,14 @@ def sliced_batches(
     holes: torch.Tensor | None,
     batch_size: int,
     num_batches: int,
-    normalize: object,
+    normalize: Callable[[torch.Tensor], torch.Tensor],
 ) -> Iterator[Batch]:
     """The augmented epoch cut into batches in order, normalised (and holes filled) per batch;
     the last batch may be smaller."""
     for b in range(num_batches):
         part = slice(b * batch_size, (b + 1) * batch_size)
         with host_threads(images.device):  # not across the yield: the model keeps its threads
-            x = normalize(images[part])  # type: ignore[operator]
+            x = normalize(images[part])
             if holes is not None:
                 x = x.masked_fill(holes[part, None], 0.0)
         yield x, labels[part]
