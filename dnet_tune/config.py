@@ -27,11 +27,9 @@ from dnet_tune.yamlio import read_yaml, yaml_load
 # crop_flip: random crop + flip; autoaugment: + AutoAugment; autoaugment_cutout: + Cutout.
 # The one list of augment names: both config keys take it, `data.augment.AUGMENTS` is its values.
 Augment = Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"]
-# How much of an in-memory epoch one pass of augmentation ops covers (dnet_tune.data.augment_epoch)
+# How much of an in-memory epoch one pass of augmentation ops covers; `auto` is resolved by
+# device and epoch size (dnet_tune.data.augment_epoch.resolve_augment_span)
 AugmentSpan = Literal["auto", "batch", "epoch"]
-# `auto` augments whole epochs on CUDA only while an epoch's uint8 images fit this bound
-# (the pass needs about 8x that on top, transiently: see data/augment_epoch.py)
-EPOCH_SPAN_MAX_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -45,8 +43,8 @@ class DataConfig:
     augment: Augment = "none"
     cutout_size: int = 16  # side of the Cutout square in pixels (autoaugment_cutout)
     # in-memory datasets: draw and apply augmentation per batch, or for the whole epoch in one
-    # pass (fewer, larger ops: for GPUs). auto: epoch on CUDA if the epoch fits
-    # EPOCH_SPAN_MAX_BYTES, else batch; a run records the span it used.
+    # pass (fewer, larger ops: for GPUs). auto: epoch on CUDA if the epoch's uint8 images fit
+    # 512 MiB, else batch; a run records the span it used.
     augment_span: AugmentSpan = "auto"
     batch_size: int = 64
     meta_batch_size: int = 100
@@ -180,37 +178,6 @@ def resolve_threads(cfg: Config, available: int) -> Config:
         return cfg
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
                                                               threads=max(1, int(available))))
-
-
-def resolve_augment_span(cfg: Config, device_type: str, epoch_bytes: int | None) -> Config:
-    """`cfg` with `data.augment_span: auto` replaced by the span that runs (and is recorded).
-
-    `epoch_bytes`: the uint8 size of the run's longest training epoch, None for a dataset decoded
-    from files (augmented per image in workers: no span to choose). On the CPU per-batch ops
-    were faster (docs/benchmarks.md) and keep older runs' batches bit-identical; on CUDA the
-    kernel count is the cost, so a whole epoch at once, unless it is larger than the bound.
-    """
-    span = cfg.data.augment_span
-    if epoch_bytes is None:
-        if span == "epoch":
-            raise UserError(f"config key 'data.augment_span' is epoch, but {cfg.data.name} is "
-                            f"decoded from files per image: use auto or batch")
-        span = "batch"
-    elif span == "auto":
-        span = ("epoch" if device_type == "cuda" and epoch_bytes <= EPOCH_SPAN_MAX_BYTES
-                else "batch")
-    if span == cfg.data.augment_span:
-        return cfg
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment_span=span))
-
-
-def recorded_span(raw: dict[str, Any]) -> dict[str, Any]:
-    """A recorded config (a checkpoint's) from before `data.augment_span` existed augmented per
-    batch: resumed, it keeps doing so instead of resolving `auto` anew (epoch on CUDA)."""
-    data = raw.get("data")
-    if not isinstance(data, dict) or "augment_span" in data:
-        return raw
-    return {**raw, "data": {**data, "augment_span": "batch"}}
 
 
 def total_epochs(cfg: Config) -> int:

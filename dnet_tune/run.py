@@ -26,7 +26,6 @@ from dnet_tune.config import (
     config_to_dict,
     load_yaml,
     parse_set,
-    recorded_span,
     total_epochs,
 )
 from dnet_tune.dotted import merge
@@ -184,6 +183,7 @@ def train_to_dir(
 ) -> dict[str, Any]:
     """Train into `output`; with `resume`, continue the checkpoint found there, `extend` more
     stage-1 epochs if given."""
+    from dnet_tune.data.augment_epoch import recorded_span
     from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 
     out = Path(output)

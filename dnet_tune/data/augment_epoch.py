@@ -5,7 +5,7 @@ Why: the batch ops of `augment` cost a fixed number of small tensor ops per batc
 batch of 128 for the CIFAR recipe), whatever the batch's size. On a GPU each is a kernel launch,
 so the launches, not the pixels, bound the speed; over a whole epoch the same op groups are
 launched once. On the CPU the larger tensors fall out of the caches and per batch is faster
-(docs/benchmarks.md), so `auto` keeps the CPU per batch (`config.resolve_augment_span`).
+(docs/benchmarks.md), so `auto` keeps the CPU per batch (`resolve_augment_span` below).
 
 Same distribution: every image gets the same kind of draws as in per-batch mode (crop offsets
 and flip, AutoAugment's sub-policy, coins and signs, Cutout's centre), from the same functions,
@@ -30,15 +30,21 @@ stay per batch, so float images exist only a batch at a time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
-from dnet_tune.config import Config, resolve_augment_span
+from dnet_tune.config import Config
 from dnet_tune.data.augment import AutoAugment, crop_flip, cutout_holes, host_threads
 from dnet_tune.data.base import LTDataset
+from dnet_tune.errors import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+# `auto` augments whole epochs on CUDA only while an epoch's uint8 images fit this bound (the
+# pass needs about 8x that on top, transiently: see above)
+EPOCH_SPAN_MAX_BYTES = 512 * 2**20
 
 
 def augment_epoch(
@@ -96,5 +102,36 @@ def epoch_bytes(ds: LTDataset, stage2: bool) -> int | None:
 
 
 def resolve_span(cfg: Config, device: torch.device, ds: LTDataset) -> Config:
-    """`config.resolve_augment_span` for the run's device and dataset."""
+    """`resolve_augment_span` for the run's device and dataset."""
     return resolve_augment_span(cfg, device.type, epoch_bytes(ds, cfg.stage2.enabled))
+
+
+def resolve_augment_span(cfg: Config, device_type: str, epoch_bytes: int | None) -> Config:
+    """`cfg` with `data.augment_span: auto` replaced by the span that runs (and is recorded).
+
+    `epoch_bytes`: the uint8 size of the run's longest training epoch, None for a dataset decoded
+    from files (augmented per image in workers: no span to choose). On the CPU per-batch ops
+    were faster (docs/benchmarks.md) and keep older runs' batches bit-identical; on CUDA the
+    kernel count is the cost, so a whole epoch at once, unless it is larger than the bound.
+    """
+    span = cfg.data.augment_span
+    if epoch_bytes is None:
+        if span == "epoch":
+            raise UserError(f"config key 'data.augment_span' is epoch, but {cfg.data.name} is "
+                            f"decoded from files per image: use auto or batch")
+        span = "batch"
+    elif span == "auto":
+        span = ("epoch" if device_type == "cuda" and epoch_bytes <= EPOCH_SPAN_MAX_BYTES
+                else "batch")
+    if span == cfg.data.augment_span:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment_span=span))
+
+
+def recorded_span(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config (a checkpoint's) from before `data.augment_span` existed augmented per
+    batch: resumed, it keeps doing so instead of resolving `auto` anew (epoch on CUDA)."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or "augment_span" in data:
+        return raw
+    return {**raw, "data": {**data, "augment_span": "batch"}}

@@ -263,7 +263,7 @@ def make_batches(
     span: str = "batch",
 ) -> TensorBatches | FileBatches:
     """TensorBatches for in-memory splits, FileBatches for path splits (per image: `span` is
-    for in-memory splits only, `config.resolve_augment_span` makes it batch for files)."""
+    for in-memory splits only, `augment_epoch.resolve_augment_span` makes it batch for files)."""
     if split.in_memory:
         return TensorBatches(split, ds, batch_size, shuffle=shuffle, augment=augment,
                              device=device, drop_last=drop_last, cutout_size=cutout_size,

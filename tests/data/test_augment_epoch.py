@@ -16,14 +16,15 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from test_augment import DEVICES, images, tv_op
 
-from dnet_tune.config import (
-    EPOCH_SPAN_MAX_BYTES,
-    config_from_dict,
-    config_to_dict,
-    resolve_augment_span,
-)
+from dnet_tune.config import config_from_dict, config_to_dict
 from dnet_tune.data import augment as A
-from dnet_tune.data.augment_epoch import epoch_bytes, resolve_span
+from dnet_tune.data.augment_epoch import (
+    EPOCH_SPAN_MAX_BYTES,
+    epoch_bytes,
+    recorded_span,
+    resolve_augment_span,
+    resolve_span,
+)
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.data.loader import TensorBatches, make_batches
 from dnet_tune.errors import UserError
@@ -178,8 +179,6 @@ def test_auto_span_resolves_by_device_and_epoch_size():
 
 
 def test_a_checkpoint_from_before_the_span_resumes_per_batch():
-    from dnet_tune.config import recorded_span
-
     old = config_to_dict(config_from_dict({}))
     del old["data"]["augment_span"]
     assert config_from_dict(recorded_span(old)).data.augment_span == "batch"  # not auto
