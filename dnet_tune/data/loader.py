@@ -124,6 +124,8 @@ class TensorBatches:
 
     def _whole_epoch(self, order: torch.Tensor, gen: torch.Generator | None) -> Iterator[Batch]:
         num = self._num_batches(len(order))
+        if num == 0:  # as per batch: no batch, no draws
+            return
         order = order[: num * self.batch_size]  # drop_last: a dropped batch draws nothing
         with host_threads(self.device):
             x, holes = augment_epoch(self.images[order], gen, flip=self.flip,

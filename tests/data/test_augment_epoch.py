@@ -113,6 +113,10 @@ def test_epoch_batches_cover_the_permutation_once_with_their_labels():
     dropped = TensorBatches(ds.train, ds, 16, shuffle=True, augment="crop_flip", device=CPU,
                             drop_last=True, span="epoch")
     assert [len(y) for _, y in dropped.epoch(torch.Generator().manual_seed(5))] == [16, 16]
+    empty = Split(labels=np.zeros(0, np.int64), images=torch.zeros(0, 3, 32, 32).byte())
+    none = TensorBatches(empty, ds, 16, shuffle=True, augment="autoaugment_cutout", device=CPU,
+                         span="epoch")
+    assert len(none) == 0 and list(none.epoch(torch.Generator().manual_seed(5))) == []
 
 
 @pytest.mark.parametrize("device", DEVICES, ids=str)
