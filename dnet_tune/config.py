@@ -27,6 +27,9 @@ from dnet_tune.yamlio import read_yaml, yaml_load
 # crop_flip: random crop + flip; autoaugment: + AutoAugment; autoaugment_cutout: + Cutout.
 # The one list of augment names: both config keys take it, `data.augment.AUGMENTS` is its values.
 Augment = Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"]
+# How much of an in-memory epoch one pass of augmentation ops covers; `auto` is resolved by
+# device and epoch size (dnet_tune.data.augment_epoch.resolve_augment_span)
+AugmentSpan = Literal["auto", "batch", "epoch"]
 
 
 @dataclass
@@ -39,6 +42,10 @@ class DataConfig:
     profile: Literal["standard", "paper"] = "standard"
     augment: Augment = "none"
     cutout_size: int = 16  # side of the Cutout square in pixels (autoaugment_cutout)
+    # in-memory datasets: draw and apply augmentation per batch, or for the whole epoch in one
+    # pass (fewer, larger ops: for GPUs). auto: epoch on CUDA if the epoch's uint8 images fit
+    # 512 MiB, else batch; a run records the span it used.
+    augment_span: AugmentSpan = "auto"
     batch_size: int = 64
     meta_batch_size: int = 100
     eval_batch_size: int = 512

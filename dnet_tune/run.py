@@ -186,6 +186,7 @@ def train_to_dir(
     """Train into `output`; with `resume`, continue the checkpoint found there, `extend` more
     stage-1 epochs if given. `make_trainer` (default `Trainer`) and `writes`: a distributed run's
     ranks all train, and only rank 0 writes (dnet_tune.train_dist)."""
+    from dnet_tune.data.augment_epoch import recorded_span
     from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 
     build = make_trainer if make_trainer is not None else Trainer
@@ -201,7 +202,7 @@ def train_to_dir(
         raw, migrated = migrate_milestones(state["config"], f"the checkpoint '{ckpt}'")
         if migrated and writes:
             note(migrated)
-        cfg = config_from_dict(raw)
+        cfg = config_from_dict(recorded_span(raw))
         if extend is not None:
             cfg = extended(cfg, int(state["epoch"]), extend)
         trainer = build(cfg)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from dnet_tune.config import Config, config_to_dict, resolve_threads, total_epochs
+from dnet_tune.data.augment_epoch import resolve_span
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.data.loader import MetaBatches, make_batches
 from dnet_tune.data.registry import build_dataset
@@ -113,6 +114,8 @@ class Trainer:
         seed_everything(cfg.train.seed, resolve_deterministic(cfg.train.deterministic,
                                                               self.device))
         self.ds = dataset if dataset is not None else build_dataset(cfg.data)
+        # as the threads: `auto` becomes the span that runs (and is recorded)
+        self.cfg = cfg = resolve_span(cfg, self.device, self.ds)
         self.num_classes = self.ds.num_classes
         self.train_counts = self.ds.train_counts()
         self.groups = self.ds.groups()
@@ -129,6 +132,7 @@ class Trainer:
         self.train_batches = make_batches(
             self.ds.train, self.ds, d.batch_size, shuffle=True, augment=d.augment,
             device=self.device, num_workers=d.num_workers, cutout_size=d.cutout_size,
+            span=d.augment_span,
         )
         self.meta_batches = (
             MetaBatches(self.ds.meta, self.ds, d.meta_batch_size, self.device, d.num_workers)

@@ -3,7 +3,8 @@
 Every random choice (order, crops, flips, AutoAugment, Cutout, file augmentations) is drawn from
 the CPU `torch.Generator` passed to `epoch`/`stream`, never from global state that model code also
 consumes, so a run is reproducible and resumable from the generator's state alone. In-memory
-batches are augmented as whole batches on their device (`dnet_tune.data.augment`). File
+batches are augmented as whole batches on their device (`dnet_tune.data.augment`), or as one
+whole epoch that is then sliced into batches (`dnet_tune.data.augment_epoch`). File
 datasets decode and augment per image in DataLoader workers with PIL transforms, which read the
 global RNG; each item runs under `torch.random.fork_rng` seeded from the generator, which leaves
 the caller's global RNG untouched.
@@ -17,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout, host_threads
+from dnet_tune.data.augment_epoch import augment_epoch, sliced_batches
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.errors import UserError
 
@@ -24,6 +26,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 # which part of a batch of n items to keep: a rank of a distributed run (Comm.shard)
 Shard = Callable[[int], slice]
 _SEED_HIGH = 2**62
+SPANS = ("batch", "epoch")  # resolved `data.augment_span` values (`auto` is resolved before)
 
 
 class _Normalize:
@@ -45,6 +48,8 @@ class TensorBatches:
     `augment`: crop_flip = random crop (zero padding) + h-flip (RGB only); autoaugment = that +
     AutoAugment (CIFAR-10 policy); autoaugment_cutout = that + Cutout of `cutout_size` px (the
     CIFAR recipe of the spec's §6). Everything runs on `device` before and after normalisation.
+    `span`: batch = draw and apply per batch; epoch = the whole epoch in one pass, then sliced
+    (`augment_epoch`: other draw order, same distribution; with augment none both are the same).
     """
 
     def __init__(
@@ -58,7 +63,10 @@ class TensorBatches:
         device: torch.device,
         drop_last: bool = False,
         cutout_size: int = 16,
+        span: str = "batch",
     ) -> None:
+        if span not in SPANS:
+            raise ValueError(f"augment span must be one of {SPANS}, got {span!r}")
         if split.images is None:
             raise ValueError("TensorBatches needs an in-memory split (images, not paths)")
         if augment not in AUGMENTS:
@@ -71,6 +79,7 @@ class TensorBatches:
         self.augment = augment
         self.device = device
         self.drop_last = drop_last
+        self.span = span
         self.flip = ds.in_channels == 3  # digits are not mirror-symmetric, natural images are
         self.normalize = _Normalize(ds, device)
         self.cutout_size = cutout_size if augment == "autoaugment_cutout" else 0
@@ -106,11 +115,26 @@ class TensorBatches:
             order = torch.randperm(n, generator=generator).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
+        if self.span == "epoch" and self.augment != "none":
+            yield from self._whole_epoch(order, generator)
+            return
         for b in range(self._num_batches(len(order))):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             with host_threads(self.device):  # not across the yield: the model keeps its threads
                 x = self._augment(self.images[idx], generator)
             yield x, self.labels[idx]
+
+    def _whole_epoch(self, order: torch.Tensor, gen: torch.Generator | None) -> Iterator[Batch]:
+        num = self._num_batches(len(order))
+        if num == 0:  # as per batch: no batch, no draws
+            return
+        order = order[: num * self.batch_size]  # drop_last: a dropped batch draws nothing
+        with host_threads(self.device):
+            x, holes = augment_epoch(self.images[order], gen, flip=self.flip,
+                                     autoaugment=self._autoaugment,
+                                     cutout_size=self.cutout_size)
+        yield from sliced_batches(x, self.labels[order], holes, self.batch_size, num,
+                                  self.normalize)
 
 
 class _FileDataset(Dataset[Batch]):
@@ -244,11 +268,16 @@ def make_batches(
     num_workers: int = 0,
     drop_last: bool = False,
     cutout_size: int = 16,
+    span: str = "batch",
 ) -> TensorBatches | FileBatches:
-    """TensorBatches for in-memory splits, FileBatches for path splits."""
+    """TensorBatches for in-memory splits, FileBatches for path splits (per image: `span` is
+    for in-memory splits only, `augment_epoch.resolve_augment_span` makes it batch for files)."""
     if split.in_memory:
         return TensorBatches(split, ds, batch_size, shuffle=shuffle, augment=augment,
-                             device=device, drop_last=drop_last, cutout_size=cutout_size)
+                             device=device, drop_last=drop_last, cutout_size=cutout_size,
+                             span=span)
+    if span != "batch":
+        raise ValueError(f"augment span {span!r} needs an in-memory split")
     return FileBatches(split, ds, batch_size, shuffle=shuffle, augment=augment, device=device,
                        num_workers=num_workers, drop_last=drop_last)
 
