@@ -8,14 +8,17 @@
   RandomCrop(32, padding=4), RandomHorizontalFlip, [AutoAugment(CIFAR10)], ToTensor, Normalize,
   [Cutout(16)], with `num_workers` 0 and 2; batches are moved to `--device` (pinned memory on CUDA).
 
-Recipes: `crop_flip`, and `aa_cutout` = crop+flip+AutoAugment+Cutout (the CIFAR recipe);
-ours also `autoaugment` (no Cutout). Each case makes full passes over the real CIFAR-10-LT train
-split (IF 100, the project's loader; random uint8 images of that size if the files are missing),
-batch 128, shuffled; a pass includes starting the DataLoader's workers, as every training epoch
-does. Cases run in interleaved rounds; the median pass is reported. On CUDA each pass ends with a
-synchronisation, so queued kernels are counted.
+Recipes: `crop_flip`, and `aa_cutout` = crop+flip+AutoAugment+Cutout (the CIFAR recipe); ours also
+`autoaugment` (no Cutout). Ours runs each recipe twice: per batch (`data.augment_span: batch`) and
+as one pass over the whole epoch, sliced into batches afterwards (`.../epoch`, `data.augment_span:
+epoch`; normalisation and the Cutout fill stay per batch). Each case makes full passes over the
+real CIFAR-10-LT train split (IF 100, the project's loader; random uint8 images of that size if the
+files are missing), batch 128, shuffled; a pass includes starting the DataLoader's workers, as
+every training epoch does. Cases run in interleaved rounds; the median pass is reported. On CUDA
+each pass ends with a synchronisation, so queued kernels are counted.
 
-Run: `python bench/loader.py [--device cuda] [--rounds N] [--quick] [--out PATH]`.
+Run: `python bench/loader.py [--device cuda] [--rounds N] [--quick] [--out PATH]`; the default
+output is bench/results/loader_<device type>_spans.json (older results are not overwritten).
 `python bench/loader.py --files ...` runs the file-dataset case instead (`bench/loader_files.py`:
 generated JPEGs, today's PIL path vs the batch path, equal workers).
 """
@@ -115,8 +118,10 @@ def sync(device: torch.device) -> None:
 
 
 class Case:
-    def __init__(self, name: str, recipe: str, impl: str, workers: int | None = None) -> None:
+    def __init__(self, name: str, recipe: str, impl: str, workers: int | None = None,
+                 span: str = "batch") -> None:
         self.name, self.recipe, self.impl, self.workers = name, recipe, impl, workers
+        self.span = span
         self.samples: list[float] = []
         self.images = 0
 
@@ -130,7 +135,7 @@ class Case:
         if self.impl == "ours":
             augment = {"aa_cutout": "autoaugment_cutout"}.get(self.recipe, self.recipe)
             self.batches = TensorBatches(split, ds, batch, shuffle=True, augment=augment,
-                                         device=device)
+                                         device=device, span=self.span)
         else:
             assert split.images is not None
             self.dataset = PILDataset(split.images, split.labels,
@@ -159,6 +164,9 @@ CASES = (
     ("ours/crop_flip", "crop_flip", "ours", None),
     ("ours/autoaugment", "autoaugment", "ours", None),
     ("ours/aa_cutout", "aa_cutout", "ours", None),
+    ("ours/crop_flip/epoch", "crop_flip", "ours", None, "epoch"),
+    ("ours/autoaugment/epoch", "autoaugment", "ours", None, "epoch"),
+    ("ours/aa_cutout/epoch", "aa_cutout", "ours", None, "epoch"),
     ("torchvision/crop_flip/w0", "crop_flip", "torchvision", 0),
     ("torchvision/crop_flip/w2", "crop_flip", "torchvision", 2),
     ("torchvision/aa_cutout/w0", "aa_cutout", "torchvision", 0),
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (1 if args.quick else 3)
     suffix = "_quick" if args.quick else ""
     out = Path(args.out) if args.out else (
-        REPO / "bench" / "results" / f"loader_{device.type}{suffix}.json")
+        REPO / "bench" / "results" / f"loader_{device.type}_spans{suffix}.json")
     torch.set_num_threads(args.threads)
 
     ds, source = load_cifar(args.data_dir or default_data_dir())
@@ -224,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(c.samples)
         results["cases"][c.name] = {
             "recipe": c.recipe, "impl": c.impl, "num_workers": c.workers,
+            "span": c.span if c.impl == "ours" else None,
             "median_s": med, "min_s": min(c.samples), "images_per_s": c.n / med,
         }
     speed = {k: v["images_per_s"] for k, v in results["cases"].items()}
@@ -231,16 +240,21 @@ def main(argv: list[str] | None = None) -> int:
         recipe: {
             "vs_workers0": speed[f"ours/{recipe}"] / speed[f"torchvision/{recipe}/w0"],
             "vs_workers2": speed[f"ours/{recipe}"] / speed[f"torchvision/{recipe}/w2"],
+            "epoch_vs_batch": speed[f"ours/{recipe}/epoch"] / speed[f"ours/{recipe}"],
         }
         for recipe in ("crop_flip", "aa_cutout")
     }
+    results["speedup"]["autoaugment"] = {
+        "epoch_vs_batch": speed["ours/autoaugment/epoch"] / speed["ours/autoaugment"]}
     atomic_write_json(out, results)
     print(f"\n{source}; {cases[0].n} images per pass, batch {args.batch_size}, {device}")
     for name, v in results["cases"].items():
         print(f"  {name:<26} {v['images_per_s']:>10.0f} images/s")
     for recipe, s in results["speedup"].items():
-        print(f"  speed-up {recipe:<10} {s['vs_workers0']:6.1f}x vs workers 0, "
-              f"{s['vs_workers2']:6.1f}x vs workers 2")
+        if "vs_workers0" in s:
+            print(f"  speed-up {recipe:<11} {s['vs_workers0']:6.1f}x vs workers 0, "
+                  f"{s['vs_workers2']:6.1f}x vs workers 2")
+        print(f"  epoch / batch {recipe:<11} {s['epoch_vs_batch']:6.2f}x")
     print(f"wrote {out}")
     return 0
 

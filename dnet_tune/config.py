@@ -27,6 +27,9 @@ from dnet_tune.yamlio import read_yaml, yaml_load
 # crop_flip: random crop + flip; autoaugment: + AutoAugment; autoaugment_cutout: + Cutout.
 # The one list of augment names: both config keys take it, `data.augment.AUGMENTS` is its values.
 Augment = Literal["none", "crop_flip", "autoaugment", "autoaugment_cutout"]
+# How much of an in-memory epoch one pass of augmentation ops covers; `auto` is resolved by
+# device and epoch size (dnet_tune.data.augment_epoch.resolve_augment_span)
+AugmentSpan = Literal["auto", "batch", "epoch"]
 
 
 @dataclass
@@ -39,6 +42,10 @@ class DataConfig:
     profile: Literal["standard", "paper"] = "standard"
     augment: Augment = "none"
     cutout_size: int = 16  # side of the Cutout square in pixels (autoaugment_cutout)
+    # in-memory datasets: draw and apply augmentation per batch, or for the whole epoch in one
+    # pass (fewer, larger ops: for GPUs). auto: epoch on CUDA if the epoch's uint8 images fit
+    # 512 MiB, else batch; a run records the span it used.
+    augment_span: AugmentSpan = "auto"
     batch_size: int = 64
     meta_batch_size: int = 100
     eval_batch_size: int = 512
@@ -55,6 +62,9 @@ class ModelConfig:
     # module prefixes (e.g. layer4.2) kept at their fresh initialisation instead of loaded
     # from `pretrained`
     reinit: list[str] = field(default_factory=list)
+    # with train.workers > 1: BatchNorm statistics over the global batch (all ranks), so the
+    # run computes what one process would; false: each rank normalises with its own shard
+    sync_bn: bool = True
 
 
 @dataclass
@@ -126,6 +136,9 @@ class TrainConfig:
     # default); a search's trials: --cpus-per-trial. A run records the number it used.
     threads: int | Literal["auto"] = "auto"
     extensions: list[Extension] = field(default_factory=list)  # `--extend`s, in order
+    # processes that train this one run together (torch.distributed; `train --workers N`):
+    # data.batch_size and data.meta_batch_size are global batches split across them
+    workers: int = 1
 
 
 @dataclass
@@ -312,6 +325,7 @@ def validate(cfg: Config) -> None:
         "data.eval_batch_size": cfg.data.eval_batch_size,
         "data.cutout_size": cfg.data.cutout_size,
         "train.epochs": cfg.train.epochs,
+        "train.workers": cfg.train.workers,
         "optim.lr": cfg.optim.lr,
         "method.meta_interval": cfg.method.meta_interval,
         "dn.lr": cfg.dn.lr,

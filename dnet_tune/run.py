@@ -180,10 +180,16 @@ def train_to_dir(
     extend: int | None = None,
     on_start: Callable[[Any], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    make_trainer: Callable[[Config], Any] | None = None,
+    writes: bool = True,
 ) -> dict[str, Any]:
     """Train into `output`; with `resume`, continue the checkpoint found there, `extend` more
-    stage-1 epochs if given."""
+    stage-1 epochs if given. `make_trainer` (default `Trainer`) and `writes`: a distributed run's
+    ranks all train, and only rank 0 writes (dnet_tune.train_dist)."""
+    from dnet_tune.data.augment_epoch import recorded_span
     from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
+
+    build = make_trainer if make_trainer is not None else Trainer
 
     out = Path(output)
     ckpt = out / "checkpoint.pt"
@@ -194,14 +200,14 @@ def train_to_dir(
                                            f"again: dnet-tune train --config {out / 'config.yaml'} "
                                            f"--output <another folder>")
         raw, migrated = migrate_milestones(state["config"], f"the checkpoint '{ckpt}'")
-        if migrated:
+        if migrated and writes:
             note(migrated)
-        cfg = config_from_dict(raw)
+        cfg = config_from_dict(recorded_span(raw))
         if extend is not None:
             cfg = extended(cfg, int(state["epoch"]), extend)
-        trainer = Trainer(cfg)
+        trainer = build(cfg)
         trainer.load_state_dict(state)
-        if extend is not None:  # recorded before any epoch of it runs
+        if extend is not None and writes:  # recorded before any epoch of it runs
             save_checkpoint(trainer, str(ckpt))
             note(f"stage 1 extended from {cfg.train.extensions[-1].from_epochs} to "
                  f"{cfg.train.epochs} epochs at epoch {trainer.epoch} (train.extensions in "
@@ -213,19 +219,22 @@ def train_to_dir(
         if ckpt.exists():
             raise UserError(f"'{out}' already holds a run; pass --resume to continue it "
                             f"or choose another --output")
-        trainer = Trainer(cfg)  # builds data and model first: bad input fails before any write
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", config_yaml(trainer.cfg))
+        trainer = build(cfg)  # builds data and model first: bad input fails before any write
+    if writes:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", config_yaml(trainer.cfg))
     if on_start is not None:
         on_start(trainer)
     for metrics in trainer.fit():
-        write_parquet_rows(out / "metrics.parquet", trainer.history)
-        save_checkpoint(trainer, str(ckpt))
+        if writes:
+            write_parquet_rows(out / "metrics.parquet", trainer.history)
+            save_checkpoint(trainer, str(ckpt))
         if on_epoch is not None:
             on_epoch(metrics)
     if trainer.best is None:
         raise UserError(f"no epoch was run: the run's {total_epochs(trainer.cfg)} epochs are "
                         f"done; pass --extend N to train N more")
     final = final_summary(trainer.best, trainer.epoch, trainer.selects_on_val)
-    atomic_write_json(out / "final.json", final)
+    if writes:
+        atomic_write_json(out / "final.json", final)
     return final

@@ -151,7 +151,7 @@ class Stage2:
         self.batches = make_batches(
             ds.train, ds, s.batch_size or d.batch_size, shuffle=True,
             augment=s.augment or d.augment, device=device, num_workers=d.num_workers,
-            cutout_size=d.cutout_size)
+            cutout_size=d.cutout_size, span=d.augment_span)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.cfg.train.precision):

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from dnet_tune.config import Config, config_to_dict, resolve_threads, total_epochs
+from dnet_tune.data.augment_epoch import resolve_span
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.data.loader import MetaBatches, make_batches
 from dnet_tune.data.registry import build_dataset
@@ -97,7 +98,13 @@ def _check_finite(total: torch.Tensor, epoch: int) -> None:
 class Trainer:
     """Owns θ, φ (inside the method), optimisers, `a`, the epoch counter and the selection."""
 
+    distributed = False  # one rank of several: dnet_tune.train_dist.DistributedTrainer
+
     def __init__(self, cfg: Config, dataset: LTDataset | None = None) -> None:
+        if cfg.train.workers != 1 and not self.distributed:  # never silently one process
+            raise UserError(f"train.workers={cfg.train.workers} needs that many processes: "
+                            f"run it with dnet-tune train (which starts them), or set "
+                            f"train.workers=1")
         # Before any work: CPU results depend on the intra-op thread count, so it is part of
         # the config, and `auto` becomes the number that runs (and is recorded).
         cfg = resolve_threads(cfg, torch.get_num_threads())
@@ -107,6 +114,8 @@ class Trainer:
         seed_everything(cfg.train.seed, resolve_deterministic(cfg.train.deterministic,
                                                               self.device))
         self.ds = dataset if dataset is not None else build_dataset(cfg.data)
+        # as the threads: `auto` becomes the span that runs (and is recorded)
+        self.cfg = cfg = resolve_span(cfg, self.device, self.ds)
         self.num_classes = self.ds.num_classes
         self.train_counts = self.ds.train_counts()
         self.groups = self.ds.groups()
@@ -123,6 +132,7 @@ class Trainer:
         self.train_batches = make_batches(
             self.ds.train, self.ds, d.batch_size, shuffle=True, augment=d.augment,
             device=self.device, num_workers=d.num_workers, cutout_size=d.cutout_size,
+            span=d.augment_span,
         )
         self.meta_batches = (
             MetaBatches(self.ds.meta, self.ds, d.meta_batch_size, self.device, d.num_workers)
@@ -165,7 +175,13 @@ class Trainer:
             total += torch.bincount(yc, minlength=self.num_classes).double()
             correct += torch.bincount(yc[pred.cpu() == yc], minlength=self.num_classes).double()
         self.model.train(training)
+        correct, total = self._reduce_counts(correct, total)
         return (correct / total.clamp(min=1)).float()
+
+    def _reduce_counts(self, correct: torch.Tensor, total: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-class counts of the whole split (one process saw all of it)."""
+        return correct, total
 
     def _split_metrics(self, prefix: str, acc: torch.Tensor) -> dict[str, float]:
         counts = torch.tensor(self._split_counts(prefix), dtype=torch.float64)

@@ -33,6 +33,10 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--extend", type=int, metavar="N",
                    help="with --resume: N more stage-1 epochs, recorded in the run; the lr "
                         "continues the rest of its schedule, stretched to the new end")
+    t.add_argument("--workers", type=int, metavar="N",
+                   help="train this one run with N processes (torch.distributed: one per GPU "
+                        "with NCCL, gloo on CPU); data.batch_size is the global batch, split "
+                        "across them; recorded as train.workers")
     t.add_argument("--smoke", action="store_true", help="shrink the run to seconds (CI)")
     t.add_argument("--quiet", action="store_true", help="no console output")
     add_data_options(t)
@@ -53,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from dnet_tune.run import check_resume_flags, resolve_config, smoke_overrides, train_to_dir
 
     check_resume_flags(vars(args), vars(_defaults()))
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be >= 1 (processes training the run), "
+                        f"got {args.workers}")
     console = make_console(args.quiet)
     if args.resume:
         if not args.output:
@@ -62,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         overrides: dict[str, Any] = smoke_overrides() if args.smoke else {}
         flags = {"method": {"name": args.method}, "model": {"name": args.model},
-                 "train": {"epochs": args.epochs, "seed": args.seed, "device": args.device}}
+                 "train": {"epochs": args.epochs, "seed": args.seed, "device": args.device,
+                           "workers": args.workers}}
         for section, values in flags.items():
             given = {k: v for k, v in values.items() if v is not None}
             if given:
@@ -88,9 +96,13 @@ def run(args: argparse.Namespace) -> int:
     def on_epoch(m: dict[str, Any]) -> None:
         progress.update(task[0], completed=m["epoch"], status=epoch_status(m))
 
+    workers = _workers(cfg, output, args.resume)
     try:
-        final = train_to_dir(cfg, output, resume=args.resume, extend=args.extend,
-                             on_start=on_start, on_epoch=on_epoch)
+        if workers > 1:
+            final = _train_distributed(cfg, output, args, workers)
+        else:
+            final = train_to_dir(cfg, output, resume=args.resume, extend=args.extend,
+                                 on_start=on_start, on_epoch=on_epoch)
     except FloatingPointError as exc:  # a diverged run is a result about the config
         progress.stop()
         print(f"dnet-tune: error: the run diverged: {exc} ({output} keeps what ran before); "
@@ -102,3 +114,78 @@ def run(args: argparse.Namespace) -> int:
            else "the last: no validation split (data.val_per_class=0), nothing selected")
     console.print(final_table(final, f"selected epoch {final['selected_epoch']} ({how})"))
     return 0
+
+
+def _workers(cfg: Any, output: str, resume: bool) -> int:
+    """How many processes train the run: the config's, or on --resume the run's own."""
+    if not resume:
+        return int(cfg.train.workers)
+    from pathlib import Path
+
+    from dnet_tune.config import load_yaml
+
+    recorded = Path(output) / "config.yaml"
+    if not recorded.is_file():
+        return 1  # train_to_dir says what is missing
+    workers = load_yaml(recorded).get("train", {}).get("workers", 1)
+    return int(workers) if isinstance(workers, int) else 1
+
+
+def _train_distributed(cfg: Any, output: str, args: argparse.Namespace, workers: int
+                       ) -> dict[str, Any]:
+    """Spawn the ranks; rank 0 shows the progress and every rank returns the same summary,
+    which rank 0 has written to final.json."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from dnet_tune.config import config_from_dict, load_yaml, resolve_threads
+    from dnet_tune.launch import spawn
+    from dnet_tune.train_dist import check_distributed, check_local_launch
+
+    if cfg is None:
+        cfg = config_from_dict(load_yaml(Path(output) / "config.yaml"))
+    elif cfg.train.threads == "auto":  # the machine's threads shared by the ranks, recorded
+        cfg = resolve_threads(cfg, max(1, torch.get_num_threads() // workers))
+    check_distributed(cfg)
+    backend = check_local_launch(cfg)
+    spawn(workers, backend, _rank_main, None if args.resume else cfg, output, args.resume,
+          args.extend, args.quiet)
+    summary: dict[str, Any] = json.loads((Path(output) / "final.json").read_text())
+    return summary
+
+
+def _rank_main(cfg: Any, output: str, resume: bool, extend: int | None, quiet: bool) -> None:
+    """One rank of `train --workers N` (a spawned process): rank 0 prints the progress."""
+    import torch.distributed as dist
+    from rich.progress import Progress
+
+    from dnet_tune.config import total_epochs
+    from dnet_tune.console import epoch_progress, epoch_status, make_console
+    from dnet_tune.train_dist import run_distributed
+
+    rank0 = dist.get_rank() == 0
+    console = make_console(quiet or not rank0)
+    progress: Progress = epoch_progress(console)
+    task: list[Any] = []
+
+    def on_start(trainer: Any) -> None:
+        c = trainer.cfg
+        console.print(f"[bold]{c.data.name}[/] · {c.method.name} · {c.model.name} · "
+                      f"{len(trainer.ds.train)} train images, {trainer.num_classes} classes · "
+                      f"{c.train.workers} workers on {trainer.device.type} → {output}",
+                      soft_wrap=True)
+        progress.start()
+        task.append(progress.add_task("train", total=total_epochs(c), completed=trainer.epoch,
+                                      status=""))
+
+    def on_epoch(m: dict[str, Any]) -> None:
+        progress.update(task[0], completed=m["epoch"], status=epoch_status(m))
+
+    try:
+        run_distributed(cfg, output, resume=resume, extend=extend,
+                        on_start=on_start if rank0 else None,
+                        on_epoch=on_epoch if rank0 else None)
+    finally:
+        progress.stop()

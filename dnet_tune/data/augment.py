@@ -149,13 +149,23 @@ def cutout(x: torch.Tensor, gen: torch.Generator | None, size: int) -> torch.Ten
     Called after normalisation, so the hole is the mean colour, as in DeVries & Taylor's code.
     """
     b, _, hgt, wid = x.shape
+    return x.masked_fill(cutout_holes(b, hgt, wid, gen, size, x.device)[:, None], 0.0)
+
+
+def cutout_holes(b: int, hgt: int, wid: int, gen: torch.Generator | None, size: int,
+                 device: torch.device) -> torch.Tensor:
+    """Cutout's draws for `b` images as a (b, hgt, wid) bool mask (True: zeroed).
+
+    Apart from `cutout` so that the epoch-at-once path (`augment_epoch`) can draw the holes of a
+    whole epoch before normalisation, which it does per batch, and fill them afterwards.
+    """
     centre = torch.stack([torch.randint(0, n, (b,), generator=gen) for n in (hgt, wid)])
-    top, left = to_device((centre - size // 2).numpy(), x.device).view(2, b, 1)
-    ar_h = torch.arange(hgt, device=x.device)[None]
-    ar_w = torch.arange(wid, device=x.device)[None]
+    top, left = to_device((centre - size // 2).numpy(), device).view(2, b, 1)
+    ar_h = torch.arange(hgt, device=device)[None]
+    ar_w = torch.arange(wid, device=device)[None]
     in_rows = (ar_h >= top) & (ar_h < top + size)
     in_cols = (ar_w >= left) & (ar_w < left + size)
-    return x.masked_fill((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0.0)
+    return in_rows[:, :, None] & in_cols[:, None, :]
 
 
 # ----------------------------------------------------------------------------- the policy

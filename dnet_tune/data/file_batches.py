@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -44,6 +44,8 @@ from dnet_tune.errors import UserError
 log = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]
 Item = tuple[int, int]  # (index, seed); seed < 0: eval transform
+# which part of a batch of n items to keep: a rank of a distributed run (Comm.shard)
+Shard = Callable[[int], slice]
 SEED_HIGH = 2**62
 _JPEG_MAGIC = bytes((0xFF, 0xD8, 0xFF))
 
@@ -183,9 +185,10 @@ class EpochLoader:
 
 
 def epoch_items(n: int, batch_size: int, drop_last: bool, shuffle: bool, random: bool,
-                generator: torch.Generator | None,
-                order: torch.Tensor | None = None) -> list[list[Item]]:
-    """An epoch's batches of (index, seed): the order, then one seed per item, from `generator`."""
+                generator: torch.Generator | None, order: torch.Tensor | None = None,
+                shard: Shard | None = None) -> list[list[Item]]:
+    """An epoch's batches of (index, seed): the order, then one seed per item, from `generator`;
+    `shard`: only that part of each batch, its items keeping their seeds."""
     if order is not None:
         order_list: list[int] | range = order.tolist()
     elif shuffle:
@@ -196,7 +199,8 @@ def epoch_items(n: int, batch_size: int, drop_last: bool, shuffle: bool, random:
     seeds = torch.randint(0, SEED_HIGH, (m,), generator=generator).tolist() if random else [-1] * m
     items = list(zip(order_list, seeds, strict=True))
     count = m // batch_size if drop_last else -(-m // batch_size)
-    return [items[b * batch_size : (b + 1) * batch_size] for b in range(count)]
+    batches = [items[b * batch_size : (b + 1) * batch_size] for b in range(count)]
+    return batches if shard is None else [batch[shard(len(batch))] for batch in batches]
 
 
 class FileBatches:
@@ -234,10 +238,13 @@ class FileBatches:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def epoch(self, generator: torch.Generator | None,
-              order: torch.Tensor | None = None) -> Iterator[Batch]:
-        """One pass; `order` (indices, repeats allowed) replaces the shuffle, e.g. a sampler's."""
+              order: torch.Tensor | None = None, shard: Shard | None = None) -> Iterator[Batch]:
+        """One pass; `order` (indices, repeats allowed) replaces the shuffle, e.g. a sampler's.
+        `shard`: decode only this part of each batch (a rank of a distributed run); every item
+        keeps the seed it has in the whole batch, and the batch ops are per image, so the shards
+        concatenate to the batch."""
         batches = epoch_items(self.n, self.batch_size, self.drop_last, self.shuffle,
-                              self.random, generator, order)
+                              self.random, generator, order, shard)
         for got in self._loader.run(batches):
             yield self._finish(got)
 

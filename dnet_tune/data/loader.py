@@ -3,8 +3,9 @@
 Every random choice (order, crops, flips, AutoAugment, Cutout, file augmentations) is drawn from
 the CPU `torch.Generator` passed to `epoch`/`stream`, never from global state that model code also
 consumes, so a run is reproducible and resumable from the generator's state alone. In-memory
-batches are augmented as whole batches on their device (`dnet_tune.data.augment`). File
-datasets without AutoAugment are decoded with torchvision.io and augmented as batches
+batches are augmented as whole batches on their device (`dnet_tune.data.augment`), or as one
+whole epoch that is then sliced into batches (`dnet_tune.data.augment_epoch`). File datasets
+without AutoAugment are decoded with torchvision.io and augmented as batches
 (`dnet_tune.data.file_batches.FileBatches`, on the GPU when there is one). With AutoAugment they
 decode and augment per image in DataLoader workers with PIL transforms (`PILFileBatches`), which
 read the global RNG; each item runs under `torch.random.fork_rng` seeded from the generator,
@@ -19,12 +20,15 @@ import torch
 from torch.utils.data import Dataset
 
 from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout, host_threads
+from dnet_tune.data.augment_epoch import augment_epoch, sliced_batches
 from dnet_tune.data.base import LTDataset, Split
-from dnet_tune.data.file_batches import EpochLoader, FileBatches, epoch_items
+from dnet_tune.data.file_batches import EpochLoader, FileBatches, Shard, epoch_items
 from dnet_tune.errors import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-__all__ = ["FileBatches", "MetaBatches", "PILFileBatches", "TensorBatches", "make_batches"]
+__all__ = ["FileBatches", "MetaBatches", "PILFileBatches", "Shard", "TensorBatches",
+           "make_batches"]
+SPANS = ("batch", "epoch")  # resolved `data.augment_span` values (`auto` is resolved before)
 
 
 class _Normalize:
@@ -46,6 +50,8 @@ class TensorBatches:
     `augment`: crop_flip = random crop (zero padding) + h-flip (RGB only); autoaugment = that +
     AutoAugment (CIFAR-10 policy); autoaugment_cutout = that + Cutout of `cutout_size` px (the
     CIFAR recipe of the spec's §6). Everything runs on `device` before and after normalisation.
+    `span`: batch = draw and apply per batch; epoch = the whole epoch in one pass, then sliced
+    (`augment_epoch`: other draw order, same distribution; with augment none both are the same).
     """
 
     def __init__(
@@ -59,7 +65,10 @@ class TensorBatches:
         device: torch.device,
         drop_last: bool = False,
         cutout_size: int = 16,
+        span: str = "batch",
     ) -> None:
+        if span not in SPANS:
+            raise ValueError(f"augment span must be one of {SPANS}, got {span!r}")
         if split.images is None:
             raise ValueError("TensorBatches needs an in-memory split (images, not paths)")
         if augment not in AUGMENTS:
@@ -72,6 +81,7 @@ class TensorBatches:
         self.augment = augment
         self.device = device
         self.drop_last = drop_last
+        self.span = span
         self.flip = ds.in_channels == 3  # digits are not mirror-symmetric, natural images are
         self.normalize = _Normalize(ds, device)
         self.cutout_size = cutout_size if augment == "autoaugment_cutout" else 0
@@ -107,11 +117,26 @@ class TensorBatches:
             order = torch.randperm(n, generator=generator).to(self.device)
         else:
             order = torch.arange(n, device=self.device)
+        if self.span == "epoch" and self.augment != "none":
+            yield from self._whole_epoch(order, generator)
+            return
         for b in range(self._num_batches(len(order))):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             with host_threads(self.device):  # not across the yield: the model keeps its threads
                 x = self._augment(self.images[idx], generator)
             yield x, self.labels[idx]
+
+    def _whole_epoch(self, order: torch.Tensor, gen: torch.Generator | None) -> Iterator[Batch]:
+        num = self._num_batches(len(order))
+        if num == 0:  # as per batch: no batch, no draws
+            return
+        order = order[: num * self.batch_size]  # drop_last: a dropped batch draws nothing
+        with host_threads(self.device):
+            x, holes = augment_epoch(self.images[order], gen, flip=self.flip,
+                                     autoaugment=self._autoaugment,
+                                     cutout_size=self.cutout_size)
+        yield from sliced_batches(x, self.labels[order], holes, self.batch_size, num,
+                                  self.normalize)
 
 
 class _FileDataset(Dataset[Batch]):
@@ -195,10 +220,12 @@ class PILFileBatches:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
     def epoch(self, generator: torch.Generator | None,
-              order: torch.Tensor | None = None) -> Iterator[Batch]:
-        """One pass; `order` (indices, repeats allowed) replaces the shuffle, e.g. a sampler's."""
+              order: torch.Tensor | None = None, shard: Shard | None = None) -> Iterator[Batch]:
+        """One pass; `order` (indices, repeats allowed) replaces the shuffle, e.g. a sampler's.
+        `shard`: decode only this part of each batch (a rank of a distributed run); every item
+        keeps the seed it has in the whole batch, so the shards concatenate to the batch."""
         batches = epoch_items(self.n, self.batch_size, self.drop_last, self.shuffle,
-                              self.random, generator, order)
+                              self.random, generator, order, shard)
         for x, y in self._loader.run(batches):
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -214,12 +241,17 @@ def make_batches(
     num_workers: int = 0,
     drop_last: bool = False,
     cutout_size: int = 16,
+    span: str = "batch",
 ) -> TensorBatches | FileBatches | PILFileBatches:
     """TensorBatches for in-memory splits; path splits: FileBatches, PILFileBatches for
-    AutoAugment."""
+    AutoAugment (per image: `span` is for in-memory splits only,
+    `augment_epoch.resolve_augment_span` makes it batch for files)."""
     if split.in_memory:
         return TensorBatches(split, ds, batch_size, shuffle=shuffle, augment=augment,
-                             device=device, drop_last=drop_last, cutout_size=cutout_size)
+                             device=device, drop_last=drop_last, cutout_size=cutout_size,
+                             span=span)
+    if span != "batch":
+        raise ValueError(f"augment span {span!r} needs an in-memory split")
     files = PILFileBatches if augment == "autoaugment" else FileBatches
     return files(split, ds, batch_size, shuffle=shuffle, augment=augment, device=device,
                  num_workers=num_workers, drop_last=drop_last)
@@ -265,15 +297,20 @@ class MetaBatches:
             yield pending[: self.batch_size]
             pending = pending[self.batch_size :]
 
-    def stream(self, generator: torch.Generator | None) -> Iterator[Batch]:
+    def stream(self, generator: torch.Generator | None, shard: Shard | None = None
+               ) -> Iterator[Batch]:
+        """`shard`: only this part of each batch (a rank of a distributed run)."""
+        index_batches = self._index_batches(generator)
+        if shard is not None:
+            index_batches = (idx[shard(len(idx))] for idx in index_batches)
         if self._tensors is not None:
             t = self._tensors
-            for idx in self._index_batches(generator):
+            for idx in index_batches:
                 i = torch.tensor(idx, device=self.device)
                 with host_threads(self.device):
                     x = t.normalize(t.images[i])
                 yield x, t.labels[i]
         else:
             assert self._files is not None
-            batches = ([(i, -1) for i in idx] for idx in self._index_batches(generator))
+            batches = ([(i, -1) for i in idx] for idx in index_batches)
             yield from self._files.stream(batches)

@@ -23,6 +23,7 @@ from dnet_tune.method.difficulty_net import (
     driver_target,
 )
 from dnet_tune.method.meta_step import meta_grad_jvp, meta_loss_reference
+from dnet_tune.method.meta_step_dist import DistributedSteps
 from dnet_tune.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -32,6 +33,8 @@ class Method:
     """Base: plain weighted loss; subclasses choose the per-sample loss and the class weights."""
 
     uses_class_acc = False  # True: the loop measures `a` on the meta set H and calls set_class_acc
+    # several processes train the run: the steps over the global batch (None: one process)
+    dist: DistributedSteps | None = None
 
     def __init__(self, cfg: Config, train_counts: list[int], device: torch.device) -> None:
         self.cfg = cfg
@@ -82,6 +85,8 @@ class Method:
         y: torch.Tensor,
         optimizer: torch.optim.Optimizer,
     ) -> torch.Tensor:
+        if self.dist is not None:
+            return self.dist.real_step(model, per_sample, y, self.weights(), optimizer)
         loss = losses.weighted_mean(per_sample, y, self.weights())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,9 +217,8 @@ class DifficultyNetMethod(Method):
             if m.meta_impl == "reference":
                 meta_ce = meta_loss_reference(model, x, y, w, lr, x_m, y_m, self.per_sample_loss)
             else:
-                dce_dw, ce = meta_grad_jvp(
-                    model, x, y, w, lr, x_m, y_m, self.per_sample_loss, per_sample
-                )
+                jvp = meta_grad_jvp if self.dist is None else self.dist.meta_grad_jvp
+                dce_dw, ce = jvp(model, x, y, w, lr, x_m, y_m, self.per_sample_loss, per_sample)
                 meta_ce = ce + (dce_dw * (w - w.detach())).sum()
             objective = objective + meta_ce
             info["meta_loss"] = meta_ce.detach()

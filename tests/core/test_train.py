@@ -1,5 +1,6 @@
 """The training loop on digits_lt: every method learns, resume is exact, outputs round-trip."""
 
+import dataclasses
 import json
 
 import pyarrow.parquet as pq
@@ -120,8 +121,10 @@ def test_run_directory_outputs_and_config_round_trip(tmp_path):
     out = tmp_path / "run"
     final = train_to_dir(cfg, out)
     written = config_from_dict(load_yaml(out / "config.yaml"))
-    # `threads: auto` is recorded as the number that ran
-    assert written == resolve_threads(cfg, torch.get_num_threads())
+    # `threads: auto` is recorded as the number that ran, `augment_span: auto` as the span
+    want = resolve_threads(cfg, torch.get_num_threads())
+    assert written == dataclasses.replace(
+        want, data=dataclasses.replace(want.data, augment_span="batch"))  # auto on the CPU
     assert written.train.threads == torch.get_num_threads()
     table = pq.read_table(out / "metrics.parquet").to_pylist()
     assert [r["epoch"] for r in table] == [1, 2, 3]

@@ -206,3 +206,17 @@ def test_a_resumed_file_dataset_run_repeats_the_uninterrupted_run(tmp_path):
     for a, b in zip(resumed.model.state_dict().values(), full.model.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("augment", ["crop_flip", "autoaugment"])
+def test_shards_of_both_file_paths_concatenate_to_the_batch(places, augment):
+    from dnet_tune.distributed import Comm
+
+    ds = places
+    batches = make_batches(ds.train, ds, 5, shuffle=True, augment=augment, device=CPU)
+    whole = run(batches, 2, 0)
+    ranks = [list(batches.epoch(epoch_generator(2, 0, 0), shard=Comm(r, 2).shard))
+             for r in range(2)]
+    for b, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([rank[b][0] for rank in ranks]), x)
+        assert torch.equal(torch.cat([rank[b][1] for rank in ranks]), y)

@@ -119,3 +119,30 @@ def test_folder_errors(tmp_path):
     root = write_folder(tmp_path / "small", [4, 4])
     with pytest.raises(UserError, match="smallest class has 4 images"):
         build_dataset(DataConfig(name="folder_lt", data_dir=str(root)))
+
+
+def test_file_batch_shards_decode_only_their_part_and_concatenate_to_the_batch(tmp_path):
+    """A rank of a distributed run decodes its shard of each batch, with the very pixels the
+    whole batch has there (each item's augmentation seed does not depend on the shard)."""
+    from dnet_tune.distributed import Comm
+
+    write_folder(tmp_path / "tree", [14, 12])
+    ds = build_dataset(DataConfig(name="folder_lt", data_dir=str(tmp_path / "tree"),
+                                  meta_per_class=3, val_per_class=1, imbalance=2))
+    cpu = torch.device("cpu")
+    train = make_batches(ds.train, ds, 5, shuffle=True, augment="crop_flip", device=cpu)
+    whole = list(train.epoch(torch.Generator().manual_seed(7)))
+    ranks = [list(train.epoch(torch.Generator().manual_seed(7), shard=Comm(r, 3).shard))
+             for r in range(3)]
+    assert [len(y) for _, y in whole] == [5, 4]  # a short last batch too
+    for b, (x, y) in enumerate(whole):
+        parts = [rank[b] for rank in ranks]
+        assert [len(p[1]) for p in parts] == [len(t) for t in torch.tensor_split(y, 3)]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[1] for p in parts]), y)
+    meta = MetaBatches(ds.meta, ds, 6, cpu)
+    full = next(meta.stream(torch.Generator().manual_seed(1)))
+    halves = [next(meta.stream(torch.Generator().manual_seed(1), shard=Comm(r, 2).shard))
+              for r in range(2)]
+    assert torch.equal(torch.cat([h[0] for h in halves]), full[0])
+    assert torch.equal(torch.cat([h[1] for h in halves]), full[1])

@@ -82,8 +82,8 @@ def test_download_refuses_what_it_cannot_fetch(tmp_path):
 
 
 # A value other than the default for every DataConfig field outside CONSTRUCTION_KEYS.
-NOT_CONSTRUCTION = {"augment": "crop_flip", "cutout_size": 8, "batch_size": 7,
-                    "meta_batch_size": 9, "eval_batch_size": 11, "num_workers": 1}
+NOT_CONSTRUCTION = {"augment": "crop_flip", "cutout_size": 8, "augment_span": "epoch",
+                    "batch_size": 7, "meta_batch_size": 9, "eval_batch_size": 11, "num_workers": 1}
 
 
 def _splits(ds):
