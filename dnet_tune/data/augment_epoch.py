@@ -110,7 +110,7 @@ def resolve_augment_span(cfg: Config, device_type: str, epoch_bytes: int | None)
     """`cfg` with `data.augment_span: auto` replaced by the span that runs (and is recorded).
 
     `epoch_bytes`: the uint8 size of the run's longest training epoch, None for a dataset decoded
-    from files (augmented per image in workers: no span to choose). On the CPU per-batch ops
+    from files (augmented per batch as it is decoded: no span to choose). On the CPU per-batch ops
     were faster (docs/benchmarks.md) and keep older runs' batches bit-identical; on CUDA the
     kernel count is the cost, so a whole epoch at once, unless it is larger than the bound.
     """
@@ -118,7 +118,7 @@ def resolve_augment_span(cfg: Config, device_type: str, epoch_bytes: int | None)
     if epoch_bytes is None:
         if span == "epoch":
             raise UserError(f"config key 'data.augment_span' is epoch, but {cfg.data.name} is "
-                            f"decoded from files per image: use auto or batch")
+                            f"decoded from files batch by batch: use auto or batch")
         span = "batch"
     elif span == "auto":
         span = ("epoch" if device_type == "cuda" and epoch_bytes <= EPOCH_SPAN_MAX_BYTES
