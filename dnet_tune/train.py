@@ -32,6 +32,7 @@ from dnet_tune.data.registry import build_dataset
 from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
 from dnet_tune.errors import DamagedFile, UserError, describe
 from dnet_tune.fileio import atomic_write
+from dnet_tune.graph_step import GraphedIteration, resolve_graph
 from dnet_tune.method.methods import Batch, Method, create_method
 from dnet_tune.models.registry import create_model
 from dnet_tune.schedule import lr_at
@@ -119,6 +120,10 @@ class Trainer:
             weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0,
         )
         self.method: Method = create_method(cfg, self.train_counts, self.device)
+        # `cuda_graph` recorded as it runs; None: the stage-1 iteration runs eagerly
+        self.graph: GraphedIteration | None
+        self.cfg, self.graph = resolve_graph(cfg, self.device, self.method, self.optimizer,
+                                             self.model)
         d = cfg.data
         self.train_batches = make_batches(
             self.ds.train, self.ds, d.batch_size, shuffle=True, augment=d.augment,
@@ -203,7 +208,8 @@ class Trainer:
         self.model.train()
         batches = self._to_memory_format(
             self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0)))
-        steps = ((self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream),
+        train_step = self.graph.train_step if self.graph is not None else self.method.train_step
+        steps = ((train_step(self.model, x, y, self.optimizer, lr, meta_stream),
                   len(y)) for x, y in batches)
         return lr, steps
 
