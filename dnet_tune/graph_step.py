@@ -65,6 +65,8 @@ def graph_blockers(cfg: Config, device: torch.device, method: Method,
         out.append("bf16 autocast caches its weight casts across a capture")
     if not isinstance(optimizer, torch.optim.SGD):
         out.append(f"the classifier's optimiser is {type(optimizer).__name__}, not SGD")
+    if cfg.method.name == "cdb_ce" and cfg.method.cdb_tau == "dynamic":
+        out.append("cdb_ce's dynamic tau reads `a` on the host each step")
     dn_opt = getattr(method, "dn_opt", None)
     if dn_opt is not None and (not isinstance(dn_opt, torch.optim.Adam)
                                or any(g.get("amsgrad") for g in dn_opt.param_groups)):

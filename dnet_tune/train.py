@@ -154,11 +154,19 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def class_accuracy(self, split: str) -> torch.Tensor:
-        """Per-class top-1 accuracy, eval mode, no augmentation; in stage 2 through its head."""
+        """Per-class top-1 accuracy, eval mode, no augmentation; in stage 2 through its head.
+
+        The counts stay on the device until the split is done, one host copy at the end: a
+        per-batch `.cpu()` waited for the GPU every batch. They are counted by comparison with
+        every class (a batch × C mask), not `bincount`, which reads its input's maximum on the
+        host, nor `index_add_`, whose CUDA kernel deterministic mode refuses. Exact integers, so
+        the accuracies are those of the per-batch host counts they replace.
+        """
         training = self.model.training
         self.model.eval()
-        correct = torch.zeros(self.num_classes, dtype=torch.float64)
-        total = torch.zeros(self.num_classes, dtype=torch.float64)
+        classes = torch.arange(self.num_classes, device=self.device)
+        correct = torch.zeros(self.num_classes, dtype=torch.int64, device=self.device)
+        total = torch.zeros(self.num_classes, dtype=torch.int64, device=self.device)
         for x, y in self._eval[split].epoch(None):
             x = channels_last(x, self.device)
             if self.stage2 is not None:
@@ -166,11 +174,13 @@ class Trainer:
             else:
                 with autocast(self.device, self.cfg.train.precision):
                     pred = self.model(x).argmax(dim=1)
-            yc = y.cpu()
-            total += torch.bincount(yc, minlength=self.num_classes).double()
-            correct += torch.bincount(yc[pred.cpu() == yc], minlength=self.num_classes).double()
+            y = y.to(pred.device)
+            hits = y[:, None] == classes
+            total += hits.sum(dim=0)
+            correct += (hits & (pred == y)[:, None]).sum(dim=0)
         self.model.train(training)
-        return (correct / total.clamp(min=1)).float()
+        correct_h, total_h = correct.double().cpu(), total.double().cpu()
+        return (correct_h / total_h.clamp(min=1)).float()
 
     def _split_metrics(self, prefix: str, acc: torch.Tensor) -> dict[str, float]:
         counts = torch.tensor(self._split_counts(prefix), dtype=torch.float64)

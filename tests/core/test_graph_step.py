@@ -130,6 +130,8 @@ def test_auto_stays_eager_until_verified_and_says_why_once(caplog):
         "not yet verified on a GPU"
     bf16 = digits("difficulty_net", **{"train.precision": "bf16"})
     assert "bf16" in plan_graph(bf16, cuda, trainer.method, trainer.optimizer).reason
+    dynamic = digits("cdb_ce", **{"method.cdb_tau": "dynamic"})
+    assert "dynamic tau" in plan_graph(dynamic, cuda, trainer.method, trainer.optimizer).reason
 
 
 def test_on_refuses_a_run_it_cannot_capture_in_one_line(cli, tmp_path, one_line_error):
@@ -137,3 +139,36 @@ def test_on_refuses_a_run_it_cannot_capture_in_one_line(cli, tmp_path, one_line_
                        "--set", "train.cuda_graph=on", "--output", str(tmp_path / "r"))
     one_line_error(code, err, "train.cuda_graph is on", "not CUDA")
     assert not (tmp_path / "r").exists()
+
+
+class _Echo(torch.nn.Module):
+    """Predicts the class written in each image's first pixel."""
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot(x.flatten(1)[:, 0].long(), 10).float()
+
+
+class _Fixed:
+    def __init__(self, batches):
+        self.batches = batches
+
+    def epoch(self, gen):
+        return iter(self.batches)
+
+
+def test_class_accuracy_counts_a_tiny_split_by_hand():
+    """Two batches (counts accumulate across them); class 3 is absent (0, not NaN)."""
+    trainer = Trainer(digits("ce"))
+    trainer.model = _Echo()
+    pred = [[0, 1, 1, 2], [0, 2, 2, 4]]
+    true = [[0, 0, 1, 2], [2, 2, 0, 4]]
+    trainer._eval["val"] = _Fixed([
+        (torch.tensor(p, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone(),
+         torch.tensor(t)) for p, t in zip(pred, true, strict=True)])
+    acc = trainer.class_accuracy("val")
+    # (batch, position): class 0 at (0,0), (0,1), (1,2), predicted 0, 1, 2 -> 1/3; class 1 at
+    # (0,2), predicted 1 -> 1; class 2 at (0,3), (1,0), (1,1), predicted 2, 0, 2 -> 2/3;
+    # class 4 at (1,3), predicted 4 -> 1; the others have no image -> 0
+    expected = torch.tensor([1 / 3, 1, 2 / 3, 0, 1, 0, 0, 0, 0, 0])
+    assert acc.dtype == torch.float32
+    assert torch.equal(acc, expected.float())
