@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 19 (docs/benchmarks.md), in its order, for a lent GPU machine:
 #
-#   DNET_DATA_ARCHIVE=.devdata/cifar.tar.xz OUT=... bash bench/device_checks.sh STEP [STEP ...]
+#   OUT=... bash bench/device_checks.sh STEP [STEP ...]
 #   bash bench/device_checks.sh --device cpu env bench trial200 pack paper   # checked here
 #
 # Steps (each under `timeout`, each capped by what is left of BUDGET_S, default 540 s: one
-# device command may run 600 s, so run `env bench trial200` in one call, `pack paper` in the
-# next; 15 minutes of device time cover both with the machine's start):
-#   env       nvidia-smi, torch/Python versions, cores; unpacks DNET_DATA_ARCHIVE (CIFAR, carried
-#             compressed: `bash bench/device_checks.sh prepare` writes it here) to /tmp/dnet-data
+# device command may run 600 s, so run `env bench trial200` in one call (carry
+# .devdata/cifar10.tar.xz), `env pack paper` in the next (carry .devdata/cifar100.tar.xz: both
+# archives together exceed the 64 MiB a call carries); 15 minutes of device time cover both):
+#   env       nvidia-smi, torch/Python versions, cores; unpacks every carried .devdata/*.tar.xz
+#             (CIFAR, compressed by `bash bench/device_checks.sh prepare`) to /tmp/dnet-data
 #   bench     graphed == eager (tests/core/test_graph_cuda.py), then bench/meta_step.py eager and
 #             graphed (--graph)
 #   trial200  the 200-epoch CIFAR-10-LT Difficulty-Net trial (train.cuda_graph: true), s/epoch
 #             and GPU utilisation (nvidia-smi every second); cut at its timeout, it reports the
 #             epochs it finished and the projected 200-epoch time
-#   pack      bench/packing.py: 1, 2, 4, 8 trials on the GPU, plainly and under MPS
+#   pack      bench/packing.py: 1, 2, 4, 8 trials on the GPU, plainly and under MPS, on
+#             PACK_DATASET (default cifar100_lt: the data the second call carries)
 #   paper     only if trial200's s/epoch projects 250 epochs into the time left: the CIFAR-100-LT
 #             paper recipe (stage 1 + 2, one seed, graphed), final test acc beside 52.96
-#   prepare   (here, not on the device) .devdata/cifar.tar.xz from DNET_DATA_DIR/../shared/data
+#   prepare   (here, not on the device) .devdata/cifar10.tar.xz and cifar100.tar.xz from
+#             DNET_DATA_DIR, else ../shared/data
 # `--device cpu`: tiny sizes on digits_lt (no data needed, no GPU): the script's paths checked;
 # its numbers say nothing about a GPU. Output: JSON and logs under $OUT, a summary on stdout.
 # Only the core's dependencies (torch, numpy, pyyaml, pyarrow; pytest for the test): no Ray.
@@ -40,18 +43,20 @@ step_prepare() {
     local src=${DNET_DATA_DIR:-../shared/data}
     mkdir -p .devdata && grep -qx '/.devdata/' .git/info/exclude 2>/dev/null \
         || echo '/.devdata/' >> .git/info/exclude
-    tar -C "$src" -cJf .devdata/cifar.tar.xz cifar-10-batches-py cifar-100-python
-    du -m .devdata/cifar.tar.xz | awk '{print $1 " MiB of the 64 MiB a device call carries"}'
+    tar -C "$src" -cJf .devdata/cifar10.tar.xz cifar-10-batches-py
+    tar -C "$src" -cJf .devdata/cifar100.tar.xz cifar-100-python
+    du -m .devdata/*.tar.xz | awk '{print $2 ": " $1 " MiB (a device call carries 64 MiB)"}'
 }
 
 step_env() {
     { cpu || nvidia-smi; $PY -c "import torch, sys; print(torch.__version__, sys.version)"
       nproc; free -g; } > "$OUT/env.txt" 2>&1
     cat "$OUT/env.txt"
-    if [ -n "${DNET_DATA_ARCHIVE:-}" ]; then
-        mkdir -p "$DATA" && timeout "$(cap 60)" tar -C "$DATA" -xJf "$DNET_DATA_ARCHIVE" \
-            && echo "data unpacked to $DATA"
-    fi
+    for a in .devdata/*.tar.xz; do
+        [ -f "$a" ] || continue
+        mkdir -p "$DATA" && timeout "$(cap 60)" tar -C "$DATA" -xJf "$a" \
+            && echo "$a unpacked to $DATA"
+    done
 }
 
 step_bench() {
@@ -114,7 +119,7 @@ step_pack() {
             --out "$OUT/packing_cpu_smoke.json" 2>&1 | tail -5
     else
         timeout "$(cap 300)" $PY bench/packing.py --data-dir "$DATA" --limit-s 120 \
-            --set train.cuda_graph=true --out "$OUT/packing.json" 2>&1 | tail -10
+            --dataset "${PACK_DATASET:-cifar100_lt}" --set train.cuda_graph=true --out "$OUT/packing.json" 2>&1 | tail -10
     fi
 }
 

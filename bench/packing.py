@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 from gpu_throughput import _device_info, _get  # bench/ is the script's folder
-from machine import RESULTS
+from machine import RESULTS, machine_info
 
 from dnet_tune.fileio import atomic_write_json
 from dnet_tune.run import resolve_config
@@ -165,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"benchmark": "packing", "dataset": args.dataset, "sets": args.set,
                            "device": {**_device_info(), "requested": args.device},
                            "timed_epochs": args.epochs, "trial_epochs": args.trial_epochs,
-                           "smoke": args.smoke}
+                           "smoke": args.smoke,
+                           "machine": machine_info(args.device, 1),
+                           "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
     run_setting(args, "plain", out)
     if args.mps == "off":
         out["mps_skipped"] = "--mps off"
