@@ -158,9 +158,9 @@ class Trainer:
 
         The counts stay on the device until the split is done, one host copy at the end: a
         per-batch `.cpu()` waited for the GPU every batch. They are counted by comparison with
-        every class (a batch × C mask), not `bincount`, which reads its input's maximum on the
-        host, nor `index_add_`, whose CUDA kernel deterministic mode refuses. Exact integers, so
-        the accuracies are those of the per-batch host counts they replace.
+        every class (a batch × C mask), not `bincount`, which sizes its output from its input's
+        maximum, read on the host. Exact integers, so the accuracies are those of the per-batch
+        host counts they replace.
         """
         training = self.model.training
         self.model.eval()
