@@ -22,7 +22,11 @@ of the process's peak RSS over its RSS before the window (the peak is reset thro
 /proc/self/clear_refs and freed heap returned with malloc_trim first, so each case is measured
 on its own); on CUDA `torch.cuda.max_memory_allocated()` over the memory allocated before.
 
-Run: `python bench/meta_step.py [--device cpu|cuda] [--quick] [--repeats N] [--out PATH]`.
+`--graph` (CUDA only): every case with `train.cuda_graph: true`, so each window replays the
+captured iteration(s) through `Trainer.graph.train_step`; the warm-up then covers the eager
+warm-up iterations and the captures (`graph_step.WARMUP_STEPS` + 1 per kind).
+
+Run: `python bench/meta_step.py [--device cpu|cuda] [--graph] [--quick] [--repeats N] [--out PATH]`.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from dnet_tune.data.longtail import lt_counts
 from dnet_tune.data.registry import build_dataset
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import atomic_write_json
+from dnet_tune.graph_step import WARMUP_STEPS
 from dnet_tune.run import resolve_config
 from dnet_tune.schedule import lr_at
 from dnet_tune.train import Trainer, epoch_generator
@@ -148,7 +153,8 @@ class Runner:
         for _ in range(self.case.window):
             x, y = self.batches[self.step % len(self.batches)]
             self.step += 1
-            loss = t.method.train_step(t.model, x, y, t.optimizer, self.lr, self.meta_stream)
+            step = t.graph.train_step if t.graph is not None else t.method.train_step
+            loss = step(t.model, x, y, t.optimizer, self.lr, self.meta_stream)
         sync(t.device)
         elapsed = (time.perf_counter() - t0) / self.case.window
         self.cpu_s += time.process_time() - c0
@@ -193,13 +199,13 @@ def measure_peak(runner: Runner) -> tuple[float, str]:
 
 
 def make_config(dataset: str, case: Case, batch: int, meta_batch: int, device: str,
-                data_dir: str | None) -> Config:
+                data_dir: str | None, graph: bool = False) -> Config:
     data: dict[str, Any] = {"batch_size": batch, "meta_batch_size": meta_batch, "augment": "none"}
     if data_dir is not None:
         data["data_dir"] = data_dir
     return resolve_config(dataset=dataset, overrides={
         "data": data, "model": {"name": "resnet32"}, "method": case.method,
-        "train": {"device": device, "seed": SEED}})
+        "train": {"device": device, "seed": SEED, "cuda_graph": graph}})
 
 
 def make_runner(cfg: Config, case: Case, ds: LTDataset) -> Runner:
@@ -221,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg0 = make_config(args.dataset, CASES[0], args.batch, args.meta_batch, args.device, data_dir)
     ds, source = load_dataset(cfg0)
     runners = [make_runner(make_config(args.dataset, c, args.batch, args.meta_batch,
-                                       args.device, data_dir), c, ds) for c in CASES]
+                                       args.device, data_dir, args.graph), c, ds) for c in CASES]
     batches = draw_batches(runners[0].trainer, args.batch, N_BATCHES)
     for r in runners:
         r.batches = list(r.trainer._to_memory_format(iter(batches)))
@@ -273,6 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": args.dataset,
         "dataset_source": source,
         "model": "resnet32",
+        "cuda_graph": args.graph,
         "num_params": sum(p.numel() for p in trainer.model.parameters()),
         "num_classes": ds.num_classes,
         "batch_size": args.batch,
@@ -310,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="untimed windows per case first (default 1 on CPU, 3 on CUDA)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run in seconds: batch 8, meta batch 8, 2 rounds")
+    p.add_argument("--graph", action="store_true",
+                   help="train.cuda_graph: true (CUDA only): time the graphed iteration")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     p.add_argument("--data-dir", default=None,
                    help="CIFAR data dir (default $DNET_DATA_DIR, else ../shared/data); "
@@ -321,11 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     args.batch, args.meta_batch = (8, 8) if args.quick else (128, 100)
     if args.repeats is None:
         args.repeats = 2 if args.quick else (30 if cuda else 6)
+    if args.graph and not cuda:
+        p.error("--graph needs --device cuda (CUDA graphs)")
     if args.warmup is None:
         args.warmup = 3 if cuda else 1
+    if args.graph:  # eager warm-up steps and the captures of both kinds stay untimed
+        args.warmup = max(args.warmup, WARMUP_STEPS + 1)
     if args.repeats < 1 or args.warmup < 0:
         p.error("--repeats must be >= 1 and --warmup >= 0")
-    stem = "meta_step" + ("_cuda" if cuda else "") + ("_quick" if args.quick else "")
+    stem = ("meta_step" + ("_cuda" if cuda else "") + ("_graph" if args.graph else "")
+            + ("_quick" if args.quick else ""))
     out = Path(args.out) if args.out else RESULTS / f"{stem}.json"
 
     torch.set_num_threads(args.threads)

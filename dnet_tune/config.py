@@ -135,6 +135,11 @@ class TrainConfig:
     # on it. auto: the process's count when the run starts (OMP_NUM_THREADS, else torch's
     # default); a search's trials: --cpus-per-trial. A run records the number it used.
     threads: int | Literal["auto"] = "auto"
+    # the stage-1 iteration as CUDA graphs (dnet_tune/graph_step.py). auto: captured on CUDA once
+    # a GPU has shown graphed == eager, eager everywhere else (until then on CUDA too, said once);
+    # true (YAML's `on`): capture or refuse with the reason; false (`off`): eager. A bool, as
+    # YAML reads on/off. A run records what it resolved to (true/false).
+    cuda_graph: bool | Literal["auto"] = "auto"
     extensions: list[Extension] = field(default_factory=list)  # `--extend`s, in order
     # processes that train this one run together (torch.distributed; `train --workers N`):
     # data.batch_size and data.meta_batch_size are global batches split across them

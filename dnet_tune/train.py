@@ -33,6 +33,7 @@ from dnet_tune.data.registry import build_dataset
 from dnet_tune.device import apply_determinism, autocast, channels_last, resolve_deterministic
 from dnet_tune.errors import DamagedFile, UserError, describe
 from dnet_tune.fileio import atomic_write
+from dnet_tune.graph_step import GraphedIteration, resolve_graph
 from dnet_tune.method.methods import Batch, Method, create_method
 from dnet_tune.models.registry import create_model
 from dnet_tune.schedule import lr_at
@@ -128,6 +129,10 @@ class Trainer:
             weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0,
         )
         self.method: Method = create_method(cfg, self.train_counts, self.device)
+        # `cuda_graph` recorded as it runs; None: the stage-1 iteration runs eagerly
+        self.graph: GraphedIteration | None
+        self.cfg, self.graph = resolve_graph(cfg, self.device, self.method, self.optimizer,
+                                             self.model)
         d = cfg.data
         self.train_batches = make_batches(
             self.ds.train, self.ds, d.batch_size, shuffle=True, augment=d.augment,
@@ -159,11 +164,19 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def class_accuracy(self, split: str) -> torch.Tensor:
-        """Per-class top-1 accuracy, eval mode, no augmentation; in stage 2 through its head."""
+        """Per-class top-1 accuracy, eval mode, no augmentation; in stage 2 through its head.
+
+        The counts stay on the device until the split is done, one host copy at the end: a
+        per-batch `.cpu()` waited for the GPU every batch. They are counted by comparison with
+        every class (a batch × C mask), not `bincount`, which sizes its output from its input's
+        maximum, read on the host. Exact integers, so the accuracies are those of the per-batch
+        host counts they replace.
+        """
         training = self.model.training
         self.model.eval()
-        correct = torch.zeros(self.num_classes, dtype=torch.float64)
-        total = torch.zeros(self.num_classes, dtype=torch.float64)
+        classes = torch.arange(self.num_classes, device=self.device)
+        correct = torch.zeros(self.num_classes, dtype=torch.int64, device=self.device)
+        total = torch.zeros(self.num_classes, dtype=torch.int64, device=self.device)
         for x, y in self._eval[split].epoch(None):
             x = channels_last(x, self.device)
             if self.stage2 is not None:
@@ -171,12 +184,14 @@ class Trainer:
             else:
                 with autocast(self.device, self.cfg.train.precision):
                     pred = self.model(x).argmax(dim=1)
-            yc = y.cpu()
-            total += torch.bincount(yc, minlength=self.num_classes).double()
-            correct += torch.bincount(yc[pred.cpu() == yc], minlength=self.num_classes).double()
+            y = y.to(pred.device)
+            hits = y[:, None] == classes
+            total += hits.sum(dim=0)
+            correct += (hits & (pred == y)[:, None]).sum(dim=0)
         self.model.train(training)
         correct, total = self._reduce_counts(correct, total)
-        return (correct / total.clamp(min=1)).float()
+        correct_h, total_h = correct.double().cpu(), total.double().cpu()
+        return (correct_h / total_h.clamp(min=1)).float()
 
     def _reduce_counts(self, correct: torch.Tensor, total: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,7 +234,8 @@ class Trainer:
         self.model.train()
         batches = self._to_memory_format(
             self.train_batches.epoch(epoch_generator(cfg.train.seed, e, 0)))
-        steps = ((self.method.train_step(self.model, x, y, self.optimizer, lr, meta_stream),
+        train_step = self.graph.train_step if self.graph is not None else self.method.train_step
+        steps = ((train_step(self.model, x, y, self.optimizer, lr, meta_stream),
                   len(y)) for x, y in batches)
         return lr, steps
 

@@ -48,6 +48,10 @@ def check_distributed(cfg: Config) -> None:
         raise UserError("method.meta_impl: reference (the double-backward check) cannot run "
                         "with --workers; use method.meta_impl=jvp (the same gradient) or drop "
                         "--workers")
+    if cfg.train.cuda_graph is True:
+        raise UserError("train.cuda_graph=on cannot run with --workers (a captured step "
+                        "would skip the all-reduces between ranks); set train.cuda_graph=auto "
+                        "or off, or drop --workers")
     if cfg.stage2.enabled:
         raise UserError("stage 2 does not run with --workers yet: train with stage2.enabled="
                         "false, or drop --workers")

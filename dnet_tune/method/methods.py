@@ -16,6 +16,7 @@ from dnet_tune.config import Config
 from dnet_tune.device import autocast
 from dnet_tune.errors import UserError
 from dnet_tune.method import DIFFICULTY_NET, losses
+from dnet_tune.method.capturable import OptimizerStep, plain_step
 from dnet_tune.method.difficulty_net import (
     DifficultyNet,
     class_weights,
@@ -43,6 +44,8 @@ class Method:
         prior = torch.tensor(train_counts, dtype=torch.float32).clamp(min=1)
         self.log_prior = (prior / prior.sum()).log().to(device)
         self.class_acc = torch.zeros(self.num_classes, device=device)
+        # how an optimiser steps: `optimizer.step()`; a graphed run swaps in a capturable step
+        self.optimizer_step: OptimizerStep = plain_step
 
     # -- the per-sample loss ℓ and the class weights w
     def per_sample_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -68,7 +71,7 @@ class Method:
         x: torch.Tensor,
         y: torch.Tensor,
         optimizer: torch.optim.Optimizer,
-        lr: float,
+        lr: float | torch.Tensor,
         meta_batches: Iterator[Batch] | None,
     ) -> torch.Tensor:
         """One update of θ; returns the detached loss *on the device*.
@@ -90,7 +93,7 @@ class Method:
         loss = losses.weighted_mean(per_sample, y, self.weights())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        self.optimizer_step(optimizer)
         return loss.detach()
 
     def epoch_info(self) -> dict[str, list[float]]:
@@ -194,7 +197,7 @@ class DifficultyNetMethod(Method):
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
-        lr: float,
+        lr: float | torch.Tensor,
         meta_batch: Batch | None,
         per_sample: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -230,7 +233,7 @@ class DifficultyNetMethod(Method):
         x: torch.Tensor,
         y: torch.Tensor,
         optimizer: torch.optim.Optimizer,
-        lr: float,
+        lr: float | torch.Tensor,
         meta_batches: Iterator[Batch] | None,
     ) -> torch.Tensor:
         m = self.cfg.method
@@ -249,7 +252,7 @@ class DifficultyNetMethod(Method):
         self.dn_opt.zero_grad(set_to_none=True)
         if objective.requires_grad:
             objective.backward()
-            self.dn_opt.step()
+            self.optimizer_step(self.dn_opt)
         # The meta step's θ-gradients went through autograd.grad (nothing accumulated in .grad);
         # the real step's w comes from the updated φ, without gradient into φ.
         if per_sample is None:

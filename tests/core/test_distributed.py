@@ -110,6 +110,7 @@ def test_resume_under_two_workers_is_exact(tmp_path):
     (["--workers", "2", "--set", "method.meta_impl=reference"], ["meta_impl", "jvp"]),
     (["--workers", "2", "--set", "stage2.enabled=true"], ["stage 2", "--workers"]),
     (["--workers", "2", "--device", "cuda:0"], ["cuda:0", "one GPU"]),
+    (["--workers", "2", "--set", "train.cuda_graph=on"], ["cuda_graph", "all-reduces"]),
 ])
 def test_workers_bad_input_is_one_line_before_anything_runs(cli, tmp_path, one_line_error,
                                                             argv, needles):

@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "dnet_tune"
 CORE = ("dnet_tune.config", "dnet_tune.data", "dnet_tune.models", "dnet_tune.method",
         "dnet_tune.train", "dnet_tune.stage2", "dnet_tune.stage2_sampler", "dnet_tune.run",
-        "dnet_tune.schedule")
+        "dnet_tune.schedule", "dnet_tune.graph_step")
 # the report reads finished results: it may ask `driver` whether a search is alive, never touch
 # the fault machinery or the engine that runs trials
 REPORT = "dnet_tune.tune.report"

@@ -122,10 +122,13 @@ def test_run_directory_outputs_and_config_round_trip(tmp_path):
     final = train_to_dir(cfg, out)
     written = config_from_dict(load_yaml(out / "config.yaml"))
     # `threads: auto` is recorded as the number that ran, `augment_span: auto` as the span
-    want = resolve_threads(cfg, torch.get_num_threads())
+    # (per batch on the CPU), `cuda_graph: auto` as what ran (false: eager on the CPU)
+    ran = resolve_threads(cfg, torch.get_num_threads())
     assert written == dataclasses.replace(
-        want, data=dataclasses.replace(want.data, augment_span="batch"))  # auto on the CPU
+        ran, data=dataclasses.replace(ran.data, augment_span="batch"),
+        train=dataclasses.replace(ran.train, cuda_graph=False))
     assert written.train.threads == torch.get_num_threads()
+    assert cfg.train.cuda_graph == "auto" and written.train.cuda_graph is False
     table = pq.read_table(out / "metrics.parquet").to_pylist()
     assert [r["epoch"] for r in table] == [1, 2, 3]
     for col in ("epoch", "lr", "train_loss", "val_acc", "val_many", "val_medium", "val_few",
