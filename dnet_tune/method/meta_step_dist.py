@@ -61,7 +61,7 @@ class DistributedSteps:
         x: torch.Tensor,
         y: torch.Tensor,
         w: torch.Tensor,
-        lr: float,
+        lr: float | torch.Tensor,
         x_meta: torch.Tensor,
         y_meta: torch.Tensor,
         loss_fn: PerSampleLoss,
