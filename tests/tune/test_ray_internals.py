@@ -330,6 +330,13 @@ def _foreign_names(tree: ast.AST) -> dict[str, str]:
     return out
 
 
+def _is_own(expr: ast.expr) -> bool:
+    """`self`, `cls` or `super()`: the object's own names (or, through `super()`, its base's)."""
+    return ((isinstance(expr, ast.Name) and expr.id in ("self", "cls"))
+            or (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
+                and expr.func.id == "super"))
+
+
 def _root(expr: ast.expr) -> str | None:
     while isinstance(expr, ast.Attribute):
         expr = expr.value
@@ -346,8 +353,9 @@ def _self_privates_of_foreign_bases(tree: ast.Module, module: object) -> list[st
         cls = getattr(module, cls_node.name)
         theirs = [b for b in cls.__mro__ if b.__module__.split(".")[0] in FOREIGN]
         for node in ast.walk(cls_node):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                    and node.value.id == "self" and _is_private(node.attr)
+            if (isinstance(node, ast.Attribute) and _is_own(node.value)
+                    and not (isinstance(node.value, ast.Name) and node.value.id == "cls")
+                    and _is_private(node.attr)
                     and any(_defines(b, node.attr) for b in theirs)):
                 out.append(f"line {node.lineno}: self.{node.attr} (of {cls_node.name}'s "
                            f"Ray/Optuna base)")
@@ -373,7 +381,7 @@ def private_uses(path: Path, module: object | None = None) -> list[str]:
     for node in ast.walk(tree):
         where = f"line {getattr(node, 'lineno', '?')}"
         if (isinstance(node, ast.Attribute) and _is_private(node.attr)
-                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                and not _is_own(node.value)):
             out.append(f"{where}: .{node.attr}")
         elif isinstance(node, ast.Call):
             fn = node.func.id if isinstance(node.func, ast.Name) else None
@@ -442,6 +450,18 @@ def test_the_scan_sees_every_kind_of_planted_violation(tmp_path):
         "    getattr(searcher, '_ot_trials', {})\n"
         "    ray.init(_temp_dir='/tmp/x')\n"
         "    kwargs['_temp_dir'] = '/tmp/x'\n"
+        "\n"
+        "class Plain:\n"
+        "    def _x(self):\n"
+        "        return 1\n"
+        "\n"
+        "class Child(Plain):\n"
+        "    def y(self):\n"
+        "        return super()._x()\n"
+        "\n"
+        "class Sneakier(FIFOScheduler):\n"
+        "    def z(self):\n"
+        "        return super()._metric\n"
     )
     spec = importlib.util.spec_from_file_location("planted_internals", planted)
     assert spec is not None and spec.loader is not None
@@ -459,7 +479,8 @@ def test_the_scan_sees_every_kind_of_planted_violation(tmp_path):
         "line 14: _temp_dir=",
         "line 15: ['_temp_dir']",
         "line 7: self._metric (of Sneaky's Ray/Optuna base)",
-    ])  # and not `self._ours`: a subclass's own private names are its own
+        "line 27: self._metric (of Sneakier's Ray/Optuna base)",
+    ])  # not `self._ours` nor Child's `super()._x()`: a class's own private names are its own
 
 
 def test_the_door_itself_is_what_the_scan_would_refuse():
