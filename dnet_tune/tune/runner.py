@@ -30,7 +30,7 @@ from dnet_tune.tune.results import TrialRecord, record_status
 from dnet_tune.tune.sampling import METHOD_KEY, apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
 from dnet_tune.tune.tensorboard_events import TensorBoardCallback
-from dnet_tune.tune.train_trial import run_group_trial
+from dnet_tune.tune.train_trial import GroupCleanup, run_group_trial
 from dnet_tune.tune.trainable import RAY_KEYS, DataHandle, TrialSetup, run_trial
 from dnet_tune.tune.view import SearchView
 
@@ -258,6 +258,8 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
     recorder.exp = exp
     callbacks = [recorder, SchedulerState(scheduler), LiveTables(recorder, spec.epochs),
                  StopAtEpochBoundary(), TensorBoardCallback()]
+    if res.workers_per_trial > 1:
+        callbacks.append(GroupCleanup())
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(

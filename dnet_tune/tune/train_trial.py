@@ -15,7 +15,9 @@ folder (`<trial>/train/`), so:
   most --max-failures times, counted as for a one-worker trial); its new TorchTrainer, with the
   same storage folder and name, continues from the group's last checkpoint;
 - ASHA stops the trial: Tune ends the trial's actor, which owns the Train controller, which
-  owns the workers: the whole group goes;
+  owns the workers: the whole group goes. Its placement group would stay (Ray Train's own
+  cleaner asks the state API, which needs the dashboard a local search runs without), so
+  `GroupCleanup` removes it on the driver: rank 0 names it in every report (`GROUP_KEY`);
 - the trial's driver dies, or the search is resumed: Tune starts the function again, and a
   TorchTrainer with the same storage folder and name continues from its last checkpoint.
 """
@@ -26,13 +28,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import train, tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.util.placement_group import PlacementGroup
 
 from dnet_tune.tune.plan import PLACEMENTS, TRIAL_METRIC, Resources
 from dnet_tune.tune.trainable import (
     CHECKPOINT_FILE,
+    GROUP_KEY,
     DataHandle,
     TrialSetup,
     diverged_result,
@@ -88,6 +93,9 @@ def _worker_loop(loop: dict[str, Any]) -> None:
             trainer.load_state_dict(load_checkpoint(str(Path(d) / CHECKPOINT_FILE)))
     where = placement(trainer.device)
     rank0 = trainer.comm.rank == 0
+    group = ray.util.get_current_placement_group()
+    if rank0 and group is not None:
+        where[GROUP_KEY] = group.id.hex()
     try:
         for metrics in trainer.fit():
             best = trainer.best["val_acc"] if trainer.best else metrics["val_acc"]
@@ -100,6 +108,41 @@ def _worker_loop(loop: dict[str, Any]) -> None:
                 train.report(result, checkpoint=train.Checkpoint.from_directory(d))
     except FloatingPointError as exc:  # every rank sees the same all-reduced loss
         train.report({**diverged_result(trainer.epoch + 1, str(exc)), **where})
+
+
+class GroupCleanup(tune.Callback):
+    """Removes a group trial's placement group once Tune is done with the trial (finished,
+    stopped, errored, or paused by a Ctrl-C at the run's end): removing an already removed one
+    is harmless, and a trial Tune retries makes a new group."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, str] = {}  # trial id -> its placement group's id (hex)
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any,
+                        result: dict[str, Any], **info: Any) -> None:
+        if result.get(GROUP_KEY):
+            self.groups[trial.trial_id] = str(result[GROUP_KEY])
+
+    def _remove(self, trial_id: str) -> None:
+        group = self.groups.pop(trial_id, None)
+        if group is not None:
+            ray.util.remove_placement_group(
+                PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group))))
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
+                          **info: Any) -> None:
+        self._remove(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._remove(trial.trial_id)
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any,
+                         **info: Any) -> None:
+        self._remove(trial.trial_id)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        for trial_id in list(self.groups):
+            self._remove(trial_id)
 
 
 def run_group_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup,
