@@ -97,7 +97,13 @@ def _check_finite(total: torch.Tensor, epoch: int) -> None:
 class Trainer:
     """Owns θ, φ (inside the method), optimisers, `a`, the epoch counter and the selection."""
 
+    distributed = False  # one rank of several: dnet_tune.train_dist.DistributedTrainer
+
     def __init__(self, cfg: Config, dataset: LTDataset | None = None) -> None:
+        if cfg.train.workers != 1 and not self.distributed:  # never silently one process
+            raise UserError(f"train.workers={cfg.train.workers} needs that many processes: "
+                            f"run it with dnet-tune train (which starts them), or set "
+                            f"train.workers=1")
         # Before any work: CPU results depend on the intra-op thread count, so it is part of
         # the config, and `auto` becomes the number that runs (and is recorded).
         cfg = resolve_threads(cfg, torch.get_num_threads())

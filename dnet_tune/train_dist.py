@@ -62,11 +62,19 @@ def check_distributed(cfg: Config) -> None:
     if device.startswith("cuda:"):
         raise UserError(f"train.device={device} names one GPU, but --workers {w} puts one "
                         f"worker on each GPU; use train.device=cuda or auto")
+
+
+def check_local_launch(cfg: Config) -> str:
+    """What starting `train.workers` processes on this machine needs (the CLI's spawn, not a
+    Ray Train worker, which sees only its own GPU): one GPU per worker on CUDA, the backend.
+    Returns the backend."""
+    w = cfg.train.workers
+    device = cfg.train.device
     uses_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if uses_cuda and torch.cuda.device_count() < w:
         raise UserError(f"--workers {w} needs {w} GPUs (one per worker), "
                         f"{torch.cuda.device_count()} visible; lower --workers")
-    backend_for(torch.device("cuda" if uses_cuda else "cpu"))
+    return backend_for(torch.device("cuda" if uses_cuda else "cpu"))
 
 
 def _uses_meta_batches(cfg: Config) -> bool:
@@ -110,6 +118,8 @@ class _ShardedMeta:
 
 class DistributedTrainer(Trainer):
     """A Trainer on one rank of a run trained by `comm.world` processes."""
+
+    distributed = True
 
     def __init__(self, cfg: Config, comm: Comm, dataset: LTDataset | None = None) -> None:
         check_distributed(cfg)

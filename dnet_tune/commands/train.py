@@ -140,17 +140,16 @@ def _train_distributed(cfg: Any, output: str, args: argparse.Namespace, workers:
 
     import torch
 
-    from dnet_tune.config import config_from_dict, load_yaml
-    from dnet_tune.distributed import backend_for
+    from dnet_tune.config import config_from_dict, load_yaml, resolve_threads
     from dnet_tune.launch import spawn
-    from dnet_tune.train_dist import check_distributed
+    from dnet_tune.train_dist import check_distributed, check_local_launch
 
     if cfg is None:
         cfg = config_from_dict(load_yaml(Path(output) / "config.yaml"))
+    elif cfg.train.threads == "auto":  # the machine's threads shared by the ranks, recorded
+        cfg = resolve_threads(cfg, max(1, torch.get_num_threads() // workers))
     check_distributed(cfg)
-    device = cfg.train.device
-    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    backend = backend_for(torch.device("cuda" if on_cuda else "cpu"))
+    backend = check_local_launch(cfg)
     spawn(workers, backend, _rank_main, None if args.resume else cfg, output, args.resume,
           args.extend, args.quiet)
     summary: dict[str, Any] = json.loads((Path(output) / "final.json").read_text())
