@@ -97,16 +97,14 @@ def check_groups(base: dict[str, Any], sampled: list[dict[str, Any]],
                  virtual: Any) -> None:
     """What cannot train with --workers-per-trial workers (a method, a model, a batch size that
     does not split), one line before Ray starts: the base config and a few sampled ones go
-    through `train --workers`'s own check. The check runs here on the driver, which may have no
-    GPU: it is made as on CPU, and a worker on a GPU node checks NCCL when it starts."""
-    from dataclasses import replace
-
+    through `train --workers`'s own check. (Not its local-launch check: the driver may have no
+    GPU, and Ray Train, not this machine, starts the workers and their process group.)"""
     from dnet_tune.train_dist import check_distributed
 
     for flat in [{}, *sampled]:
         cfg = config_from_dict(apply_flat(base, flat, virtual) if flat else base)
         try:
-            check_distributed(replace(cfg, train=replace(cfg.train, device="cpu")))
+            check_distributed(cfg)
         except UserError as exc:
             raise UserError(str(exc).replace("--workers", "--workers-per-trial")) from None
 

@@ -158,9 +158,20 @@ def run_group_trial(config: dict[str, Any], data: DataHandle, setup: TrialSetup,
 
 
 def _confirm_loop(loop: dict[str, Any]) -> None:
+    """One rank of a confirmation run. Ray Train's `Result.metrics` keeps only a report that
+    came with a checkpoint, so rank 0 attaches one: its row, as JSON."""
+    import json
+
     from dnet_tune.tune.confirm import fitted_row
 
-    train.report(fitted_row(worker_trainer(loop["config"], loop["data"])))
+    trainer = worker_trainer(loop["config"], loop["data"])
+    row = fitted_row(trainer)
+    if trainer.comm.rank != 0:
+        train.report(row)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "row.json").write_text(json.dumps(row))
+        train.report(row, checkpoint=train.Checkpoint.from_directory(d))
 
 
 def confirm_group(data: DataHandle, cfg: dict[str, Any], res: Resources,
@@ -174,4 +185,6 @@ def confirm_group(data: DataHandle, cfg: dict[str, Any], res: Resources,
     result = group_trainer(_confirm_loop, {"config": cfg, "data": data}, res,
                            storage.join(exp, "confirm_runs"),
                            name=f"run_{uuid.uuid4().hex[:12]}").fit()
-    return dict(result.metrics or {})
+    if not result.metrics:
+        raise RuntimeError("the confirmation group ended without rank 0's row")
+    return dict(result.metrics)
