@@ -48,16 +48,35 @@ from dnet_tune.tune.trainable import (
 TRAIN_DIR = "train"  # the Ray Train run's folder inside the trial's
 
 
+def _cuda_behind(res: Resources) -> bool:
+    """Whether a worker with the group's GPU request sees CUDA. Ray Train would pick NCCL for
+    any GPU request, but a GPU may be a Ray resource only (a test cluster, a misconfigured
+    node), where a one-worker trial falls back to CPU: a group does the same, with gloo."""
+    import torch
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    # outside the Tune trial's own placement group (which holds nothing to run it)
+    probe = ray.remote(num_cpus=0, num_gpus=res.gpus_per_trial, scheduling_strategy=(
+        PlacementGroupSchedulingStrategy(placement_group=None)))(  # type: ignore[arg-type]
+        torch.cuda.is_available)
+    return bool(ray.get(probe.remote()))
+
+
 def group_trainer(loop: Any, loop_config: dict[str, Any], res: Resources, storage: str,
                   callbacks: list[Any] | None = None, name: str = TRAIN_DIR) -> TorchTrainer:
-    """A TorchTrainer of the search's group shape: N workers with the trial's resources each.
-    It never retries by itself (max_failures 0): the caller's retries are the only ones, so
-    --max-failures counts each group failure once."""
+    """A TorchTrainer of the search's group shape: N workers with the trial's resources each,
+    NCCL where their GPUs are real, else gloo. It never retries by itself (max_failures 0):
+    the caller's retries are the only ones, so --max-failures counts each group failure
+    once."""
+    from ray.train.torch import TorchConfig
+
     per_worker = {"CPU": res.cpus_per_trial}
     if res.gpus_per_trial > 0:
         per_worker["GPU"] = res.gpus_per_trial
+    nccl = res.gpus_per_trial > 0 and _cuda_behind(res)
     return TorchTrainer(
         loop, train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if nccl else "gloo"),
         scaling_config=train.ScalingConfig(
             num_workers=res.workers_per_trial, use_gpu=res.gpus_per_trial > 0,
             resources_per_worker=per_worker,
