@@ -19,6 +19,7 @@ from dnet_tune.errors import UserError
 from dnet_tune.tune.plan import (  # a leaf: no Ray, no Optuna
     CONFIRM_SEEDS,
     CONFIRM_TOP,
+    PLACEMENTS,
     SAMPLERS,
     SCHEDULERS,
     SMOKE_CONFIRM_SEEDS,
@@ -61,6 +62,13 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--cpus-per-trial", type=_fraction, default=d.cpus_per_trial,
                    help="CPUs per trial (default %(default)g; on CPU-only clusters this sets "
                         "the slots)")
+    s.add_argument("--workers-per-trial", type=int, default=d.workers_per_trial, metavar="N",
+                   help="train each trial (and each confirmation run) with N data-parallel "
+                        "workers through Ray Train, each with --gpus-per-trial and "
+                        "--cpus-per-trial (default %(default)s: one process per trial)")
+    s.add_argument("--placement", choices=list(PLACEMENTS), default=d.placement,
+                   help="where a trial's workers go: pack (default: on one node, which must "
+                        "hold them all) or spread (across nodes)")
     s.add_argument("--trials", type=int, default=d.trials,
                    help="number of trials (default from the space file)")
     s.add_argument("--max-epochs", type=int, default=d.max_epochs,

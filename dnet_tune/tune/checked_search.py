@@ -30,7 +30,7 @@ from dnet_tune.tune.plan import (
     confirmation_for,
     run_epochs,
 )
-from dnet_tune.tune.sampling import check_against_config
+from dnet_tune.tune.sampling import apply_flat, check_against_config
 from dnet_tune.tune.space import SearchSpace, default_space_path
 from dnet_tune.tune.space_file import load_space
 
@@ -64,8 +64,13 @@ def base_config(req: SearchRequest, space: SearchSpace, budget: Budget,
     # a trial's intra-op threads are part of its config (what ran is what an export replays):
     # `auto` is the trial's CPUs, as Ray's OMP_NUM_THREADS had it
     threads = layered["train"]["threads"]
+    workers = flatten(sets).get("train.workers")
+    if workers is not None and workers != req.workers_per_trial:
+        raise UserError(f"--set train.workers={workers} differs from --workers-per-trial "
+                        f"{req.workers_per_trial}; a trial's workers are set by "
+                        f"--workers-per-trial alone: drop the --set")
     layered = merge(layered, {"train": {
-        "epochs": budget.max_epochs, "seed": req.seed,
+        "epochs": budget.max_epochs, "seed": req.seed, "workers": req.workers_per_trial,
         "threads": max(1, int(req.cpus_per_trial)) if threads == "auto" else threads}})
     if req.smoke:
         shrink = smoke_overrides()
@@ -86,6 +91,22 @@ def fixed_overridden(space: SearchSpace, sets: list[str]) -> list[str]:
             was = ", ".join(f"{fixed[k]}" if k == key else f"{k}={fixed[k]}" for k in clash)
             out.append(f"{key}={value} (fixed: {was})")
     return out
+
+
+def check_groups(base: dict[str, Any], sampled: list[dict[str, Any]],
+                 virtual: Any) -> None:
+    """What cannot train with --workers-per-trial workers (a method, a model, a batch size that
+    does not split), one line before Ray starts: the base config and a few sampled ones go
+    through `train --workers`'s own check. (Not its local-launch check: the driver may have no
+    GPU, and Ray Train, not this machine, starts the workers and their process group.)"""
+    from dnet_tune.train_dist import check_distributed
+
+    for flat in [{}, *sampled]:
+        cfg = config_from_dict(apply_flat(base, flat, virtual) if flat else base)
+        try:
+            check_distributed(cfg)
+        except UserError as exc:
+            raise UserError(str(exc).replace("--workers", "--workers-per-trial")) from None
 
 
 def run_length(bases: dict[str, dict[str, Any]]) -> int:
@@ -166,7 +187,9 @@ def plan_search(req: SearchRequest) -> CheckedSearch:
     budget = budget_for(req, space)
     bases = {m: base_config(req, space, budget, m) for m in methods}
     for method, base in bases.items():  # every method's configs are valid before anything runs
-        check_against_config(space, base, method, samples=3, seed=req.seed)
+        sampled = check_against_config(space, base, method, samples=3, seed=req.seed)
+        if req.workers_per_trial > 1:
+            check_groups(base, sampled, space.virtual_names(method))
     epochs = run_length(bases)
     if any(b["data"]["val_per_class"] < 1 for b in bases.values()):
         raise UserError("the search selects on the validation split; set data.val_per_class "

@@ -56,7 +56,12 @@ def jobs_for(summary: list[dict[str, Any]], records: dict[str, TrialRecord],
 
 
 def _confirm_run(data: DataHandle, cfg: dict[str, Any]) -> dict[str, Any]:
-    trainer = Trainer(trial_config(cfg, {}, frozenset()), data.get())
+    return fitted_row(Trainer(trial_config(cfg, {}, frozenset()), data.get()))
+
+
+def fitted_row(trainer: Trainer) -> dict[str, Any]:
+    """Train the run to its end; what its confirmation row holds (a group's ranks all return
+    the same numbers: everything is all-reduced)."""
     seconds = 0.0
     for metrics in trainer.fit():
         seconds += float(metrics["epoch_time_s"])
@@ -73,13 +78,23 @@ def key(row: dict[str, Any] | Job) -> tuple[str, str, int]:
 
 
 def run_jobs(jobs: list[Job], data: DataHandle, res: Resources, progress: ProgressLine,
-             on_row: Callable[[list[dict[str, Any]]], None] | None = None
-             ) -> list[dict[str, Any]]:
+             on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+             exp: str | None = None) -> list[dict[str, Any]]:
     """Every job as a Ray task with a trial's resources; rows in job order (only the finished
-    ones if a Ctrl-C came first). `on_row` gets the rows so far after each finished run."""
-    task = ray.remote(_confirm_run).options(num_cpus=res.cpus_per_trial,
-                                            num_gpus=res.gpus_per_trial, max_retries=0)
-    refs = {task.remote(data, job.config): i for i, job in enumerate(jobs)}
+    ones if a Ctrl-C came first). `on_row` gets the rows so far after each finished run.
+
+    With --workers-per-trial N > 1 each job is a Ray Train group of N workers like a trial's
+    (a task that holds nothing itself drives it; its Ray Train files go under `exp`)."""
+    if res.workers_per_trial > 1:
+        from dnet_tune.tune.train_trial import confirm_group
+
+        group = ray.remote(confirm_group).options(num_cpus=0, max_retries=0)
+        assert exp is not None, "a group's confirmation runs need the experiment's folder"
+        refs = {group.remote(data, job.config, res, exp): i for i, job in enumerate(jobs)}
+    else:
+        task = ray.remote(_confirm_run).options(num_cpus=res.cpus_per_trial,
+                                                num_gpus=res.gpus_per_trial, max_retries=0)
+        refs = {task.remote(data, job.config): i for i, job in enumerate(jobs)}
     rows: list[dict[str, Any] | None] = [None] * len(jobs)
     pending = list(refs)
     start = time.monotonic()

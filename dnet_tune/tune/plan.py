@@ -46,6 +46,10 @@ class SearchRequest:
     warm_start: int = 0  # per method, enqueue the best K confirmed configs of earlier searches
     sampler: str = "tpe"  # how Optuna proposes: one of SAMPLERS (settings: tune/samplers.py)
     scheduler: str = "asha"  # "asha" stops weak trials; "none" runs every trial to the end
+    # >1: each trial (and each confirmation run) is a Ray Train group of this many workers, each
+    # with --gpus-per-trial / --cpus-per-trial (tune/train_trial.py)
+    workers_per_trial: int = 1
+    placement: str = "pack"  # the group's placement group strategy: one of PLACEMENTS
 
 
 # "How good is a trial", one number everywhere: its best val accuracy so far (the epoch a run
@@ -66,6 +70,8 @@ SAMPLERS = ("tpe", "tpe-mv", "tpe-independent", "random")
 SAMPLER_NOTES = {"tpe": "", "tpe-mv": "multivariate TPE, constant liar",
                  "tpe-independent": "independent TPE", "random": "random proposals"}
 SCHEDULERS = ("asha", "none")
+# --placement: Ray's placement group strategies for a multi-worker trial's workers
+PLACEMENTS = {"pack": "PACK", "spread": "SPREAD"}
 
 
 # Recorded (search.json's `scheduler`, report --json) for `--scheduler asha` when ASHA has no
@@ -106,9 +112,16 @@ def scheduler_ran(scheduler: str, budget: Budget, epochs_per_trial: int) -> str:
 @dataclass
 class Resources:
     gpus: float
-    gpus_per_trial: float
-    cpus_per_trial: float
+    gpus_per_trial: float  # per worker when workers_per_trial > 1
+    cpus_per_trial: float  # per worker when workers_per_trial > 1
     slots: int
+    workers_per_trial: int = 1
+    placement: str = "pack"
+
+    @property
+    def gpus_per_group(self) -> float:
+        """What one trial holds in all: its workers' GPUs together."""
+        return self.gpus_per_trial * self.workers_per_trial
 
 
 @dataclass
@@ -172,6 +185,11 @@ def check_arguments(req: SearchRequest) -> None:
                     ("--grace-period", req.grace_period)):
         if v is not None and v < 1:
             raise UserError(f"{flag} must be >= 1, got {v}")
+    if req.workers_per_trial < 1:
+        raise UserError(f"--workers-per-trial must be >= 1, got {req.workers_per_trial}")
+    if req.placement not in PLACEMENTS:
+        raise UserError(f"--placement must be one of {', '.join(PLACEMENTS)}, "
+                        f"got '{req.placement}'")
     if req.max_failures < 0:
         raise UserError(f"--max-failures must be >= 0, got {req.max_failures}")
     if req.wait_for_gpus < 0:
@@ -203,10 +221,16 @@ def gpus_per_trial(req: SearchRequest) -> float:
     return 1.0 if req.gpus_per_trial is None else float(req.gpus_per_trial)
 
 
-def plan_resources(req: SearchRequest, cluster: dict[str, float]) -> Resources:
-    """Trial slots from the request, checked against what the cluster really has."""
+def plan_resources(req: SearchRequest, cluster: dict[str, float],
+                   nodes: list[dict[str, float]] | None = None) -> Resources:
+    """Trial slots from the request, checked against what the cluster really has.
+
+    With --workers-per-trial N > 1 a slot is a group of N workers, each with the per-trial
+    resources; `nodes` (each alive node's resources) decides whether one group can be placed.
+    """
     have_gpu = float(cluster.get("GPU", 0.0))
     have_cpu = float(cluster.get("CPU", 0.0))
+    workers = req.workers_per_trial
     gpus = have_gpu if req.gpus is None else float(req.gpus)
     if gpus > have_gpu:
         raise UserError(f"--gpus {gpus:g} asks for more GPUs than the cluster has "
@@ -218,16 +242,53 @@ def plan_resources(req: SearchRequest, cluster: dict[str, float]) -> Resources:
         gpt = gpus_per_trial(req)
         if gpt > gpus:
             raise UserError(f"--gpus-per-trial {gpt:g} is more than --gpus {gpus:g}")
-        slots = trial_slots(gpus, gpt)
+        slots = trial_slots(gpus, gpt * workers)
     else:
         gpt = 0.0
-        slots = trial_slots(have_cpu, req.cpus_per_trial)
+        slots = trial_slots(have_cpu, req.cpus_per_trial * workers)
     if req.cpus_per_trial > have_cpu:
         raise UserError(f"--cpus-per-trial {req.cpus_per_trial:g} is more than the cluster's "
                         f"{have_cpu:g} CPUs")
+    if workers > 1:
+        slots = min(slots, group_slots(req, gpt, nodes or [cluster]))
     if slots < 1:
         raise UserError("no trial fits on this cluster with the requested resources")
-    return Resources(gpus, gpt, req.cpus_per_trial, slots)
+    return Resources(gpus, gpt, req.cpus_per_trial, slots, workers, req.placement)
+
+
+def _workers_on(node: dict[str, float], gpw: float, cpw: float) -> int:
+    """How many workers of `gpw` GPUs and `cpw` CPUs one node holds."""
+    fit = trial_slots(float(node.get("CPU", 0.0)), cpw)
+    if gpw > 0:
+        fit = min(fit, trial_slots(float(node.get("GPU", 0.0)), gpw))
+    return fit
+
+
+def group_slots(req: SearchRequest, gpw: float, nodes: list[dict[str, float]]) -> int:
+    """How many groups of --workers-per-trial workers the nodes hold at once; one line when not
+    even one: PACK puts a group on one node, so that node must hold all of it; SPREAD places
+    the workers on as many nodes as it can, so each worker must fit a node and the nodes
+    together must hold the group."""
+    n, cpw = req.workers_per_trial, req.cpus_per_trial
+    each = f"{cpw:g} CPU{'s' if cpw != 1 else ''}" + (f" and {gpw:g} GPU{'s' if gpw != 1 else ''}"
+                                                      if gpw > 0 else "")
+    fits = [_workers_on(node, gpw, cpw) for node in nodes]
+    most = max(fits, default=0)
+    if req.placement == "pack":
+        if most < n:
+            raise UserError(f"--workers-per-trial {n} with {each} per worker does not fit on one "
+                            f"node (the largest holds {most} such workers); lower "
+                            f"--workers-per-trial or --cpus-per-trial/--gpus-per-trial, or pass "
+                            f"--placement spread to place the workers on several nodes")
+        return sum(f // n for f in fits)
+    if most < 1:
+        raise UserError(f"one worker with {each} fits on no node of the cluster; lower "
+                        f"--cpus-per-trial/--gpus-per-trial")
+    if sum(fits) < n:
+        raise UserError(f"--workers-per-trial {n} with {each} per worker does not fit on the "
+                        f"cluster (its nodes hold {sum(fits)} such workers in all); lower "
+                        f"--workers-per-trial or --cpus-per-trial/--gpus-per-trial")
+    return sum(fits) // n
 
 
 class HasBudgets(Protocol):

@@ -16,7 +16,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from dnet_tune.tune import ray_internals, samplers
+from dnet_tune.tune import ray_internals, samplers, storage
 from dnet_tune.tune.faults.interrupt import StopAtEpochBoundary
 from dnet_tune.tune.faults.live_results import LiveTables
 from dnet_tune.tune.faults.studies import study_name
@@ -30,6 +30,7 @@ from dnet_tune.tune.results import TrialRecord, record_status
 from dnet_tune.tune.sampling import METHOD_KEY, apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
 from dnet_tune.tune.tensorboard_events import TensorBoardCallback
+from dnet_tune.tune.train_trial import GroupCleanup, run_group_trial
 from dnet_tune.tune.trainable import RAY_KEYS, DataHandle, TrialSetup, run_trial
 from dnet_tune.tune.view import SearchView
 
@@ -204,6 +205,12 @@ def _prepare(spec: TunerSpec, data: DataHandle) -> tuple[Any, TrialSetup]:
     virtual = frozenset(n for m in spec.methods for n in spec.space.virtual_names(m))
     setup = TrialSetup(spec.bases, virtual)
     res = spec.resources
+    if res.workers_per_trial > 1:
+        # the trial only drives its Ray Train group, which reserves the workers' resources;
+        # Tune refuses an empty request, so it holds one byte of memory
+        group = tune.with_parameters(run_group_trial, data=data, setup=setup, res=res,
+                                     exp=storage.join(spec.storage, spec.name))
+        return tune.with_resources(group, {"memory": 1}), setup
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=data, setup=setup),
                                     resources)
@@ -251,6 +258,8 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
     recorder.exp = exp
     callbacks = [recorder, SchedulerState(scheduler), LiveTables(recorder, spec.epochs),
                  StopAtEpochBoundary(), TensorBoardCallback()]
+    if res.workers_per_trial > 1:
+        callbacks.append(GroupCleanup())
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -259,7 +268,9 @@ def build_tuner(spec: TunerSpec, data: DataHandle, view: SearchView, exp: str) -
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=res.slots),
             # a finished trial's worker takes the next trial: no new process, no second
             # `import torch` (~3.5 s) per trial; every trial still seeds itself from its config
-            reuse_actors=spec.reuse_actors,
+            # (never for a group's trial: its actor owns the group, and ending the actor is
+            # what ends the group when ASHA stops the trial)
+            reuse_actors=spec.reuse_actors and res.workers_per_trial == 1,
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(

@@ -61,7 +61,8 @@ def run_search(req: SearchRequest, console: Console) -> SearchOutcome:
     try:
         check_cluster(root)
         wait_for_gpus(req, console)
-        res = plan_resources(req, ray.cluster_resources())
+        res = plan_resources(req, ray.cluster_resources(),
+                             [n["Resources"] for n in ray.nodes() if n.get("Alive")])
         if plan.pinned:
             console.print(f"fixed by --set, not searched: {', '.join(plan.pinned)}")
         if plan.overridden:
@@ -260,7 +261,8 @@ def _confirm(search: _Search, console: Console) -> bool:
     progress.done = len(earlier)
     path = storage.join(search.exp, "confirm.parquet")
     new = confirm.run_jobs(jobs, search.data, search.res, progress,
-                           lambda rows: storage.write_table(path, earlier + rows))
+                           lambda rows: storage.write_table(path, earlier + rows),
+                           exp=search.exp)
     search.confirm_rows = earlier + new
     return not interrupt.requested()
 
@@ -271,7 +273,7 @@ def _close(search: _Search) -> None:
     assert search.run is not None  # _run_trials ran
     meta = search.meta
     meta.update({"compute": results.compute_by_method(search.summary, search.confirm_rows,
-                                                      search.res.gpus_per_trial),
+                                                      search.res.gpus_per_group),
                  "peak_running_trials": search.run.recorder.peak_running, "status": "finished"})
     if search.optuna_storage is not None:
         # the studies keep the name the experiment started with, even when it was moved

@@ -26,6 +26,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import result as ray_result
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from dnet_tune.config import Config, config_from_dict
 from dnet_tune.data.base import LTDataset
@@ -38,9 +39,13 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # `placement`), which the Recorder keeps as trials.parquet's rows and the TensorBoard callback
 # draws. Ray's automatic keys include "hostname", so trials.parquet tells where an epoch ran by
 # placement's node_id and device.
+# A multi-worker trial's results also carry where Ray Train stored rank 0's checkpoint and which
+# placement group holds its workers (tune/train_trial.py): bookkeeping, not epoch metrics.
+GROUP_KEY = "train_group"
 RAY_KEYS = frozenset(ray_result.AUTO_RESULT_KEYS) | {
     ray_result.DONE, ray_result.TRIAL_ID, ray_result.EXPERIMENT_TAG,
     ray_result.SHOULD_CHECKPOINT, ray_result.RESULT_DUPLICATE, ray_result.TRIAL_INFO,
+    CHECKPOINT_PATH_KEY, GROUP_KEY,
 }
 
 

@@ -64,8 +64,10 @@ def comparison(meta: dict[str, Any], summary: list[dict[str, Any]],
     methods = meta.get("methods") or [meta.get("method")]
     top = int(meta.get("confirm", {}).get("top", 1))
     # a running or interrupted search has no totals yet: what its rows show so far
+    res = meta.get("resources", {})
     spent = meta.get("compute") or compute_by_method(
-        summary, confirm, float(meta.get("resources", {}).get("gpus_per_trial", 0.0)))
+        summary, confirm, float(res.get("gpus_per_trial", 0.0))
+        * int(res.get("workers_per_trial", 1)))
     rows = [r for m in methods
             if (r := compare.method_row(m, summary, confirm, top, spent.get(m, {}))) is not None]
     return rows, compare.dn_versus_best_baseline(rows)
