@@ -185,7 +185,7 @@ def train_to_dir(
 ) -> dict[str, Any]:
     """Train into `output`; with `resume`, continue the checkpoint found there, `extend` more
     stage-1 epochs if given. `make_trainer` (default `Trainer`) and `writes`: a distributed run's
-    ranks all train, and only rank 0 writes (dnet_tune.train_dist)."""
+    ranks all train, and only rank 0 writes (dnet_tune.distributed.trainer)."""
     from dnet_tune.data.augment_epoch import recorded_span
     from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
 

@@ -99,7 +99,7 @@ def _check_finite(total: torch.Tensor, epoch: int) -> None:
 class Trainer:
     """Owns θ, φ (inside the method), optimisers, `a`, the epoch counter and the selection."""
 
-    distributed = False  # one rank of several: dnet_tune.train_dist.DistributedTrainer
+    distributed = False  # one rank of several: dnet_tune.distributed.trainer.DistributedTrainer
 
     def __init__(self, cfg: Config, dataset: LTDataset | None = None) -> None:
         if cfg.train.workers != 1 and not self.distributed:  # never silently one process

@@ -141,8 +141,8 @@ def _train_distributed(cfg: Any, output: str, args: argparse.Namespace, workers:
     import torch
 
     from dnet_tune.config import config_from_dict, load_yaml, resolve_threads
-    from dnet_tune.launch import spawn
-    from dnet_tune.train_dist import check_distributed, check_local_launch
+    from dnet_tune.distributed.launch import spawn
+    from dnet_tune.distributed.trainer import check_distributed, check_local_launch
 
     if cfg is None:
         cfg = config_from_dict(load_yaml(Path(output) / "config.yaml"))
@@ -163,7 +163,7 @@ def _rank_main(cfg: Any, output: str, resume: bool, extend: int | None, quiet: b
 
     from dnet_tune.config import total_epochs
     from dnet_tune.console import epoch_progress, epoch_status, make_console
-    from dnet_tune.train_dist import run_distributed
+    from dnet_tune.distributed.trainer import run_distributed
 
     rank0 = dist.get_rank() == 0
     console = make_console(quiet or not rank0)

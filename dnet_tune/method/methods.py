@@ -14,6 +14,7 @@ from torch import nn
 
 from dnet_tune.config import Config
 from dnet_tune.device import autocast
+from dnet_tune.distributed.meta_step import DistributedSteps
 from dnet_tune.errors import UserError
 from dnet_tune.method import DIFFICULTY_NET, losses
 from dnet_tune.method.capturable import OptimizerStep, plain_step
@@ -24,7 +25,6 @@ from dnet_tune.method.difficulty_net import (
     driver_target,
 )
 from dnet_tune.method.meta_step import meta_grad_jvp, meta_loss_reference
-from dnet_tune.method.meta_step_dist import DistributedSteps
 from dnet_tune.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]

@@ -99,7 +99,7 @@ def check_groups(base: dict[str, Any], sampled: list[dict[str, Any]],
     does not split), one line before Ray starts: the base config and a few sampled ones go
     through `train --workers`'s own check. (Not its local-launch check: the driver may have no
     GPU, and Ray Train, not this machine, starts the workers and their process group.)"""
-    from dnet_tune.train_dist import check_distributed
+    from dnet_tune.distributed.trainer import check_distributed
 
     for flat in [{}, *sampled]:
         cfg = config_from_dict(apply_flat(base, flat, virtual) if flat else base)

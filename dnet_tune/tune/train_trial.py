@@ -7,8 +7,8 @@ trial's --gpus-per-trial/--cpus-per-trial, `PACK` or `SPREAD`), initialises thei
 and `TuneReportCallback` hands rank 0's per-epoch report to Tune, so ASHA and the Recorder see
 what a one-worker trial reports (plus `checkpoint_path`, where rank 0's checkpoint was stored).
 
-Every rank runs `train_dist.DistributedTrainer` (the exact data-parallel step of `train
---workers`); rank 0 writes the epoch's checkpoint, the trainer's own state, as a one-worker
+Every rank runs `distributed.trainer.DistributedTrainer` (the exact data-parallel step of
+`train --workers`); rank 0 writes the epoch's checkpoint, the trainer's own state, as a one-worker
 trial does (`trainable.CHECKPOINT_FILE`). Ray Train keeps those checkpoints in the trial's own
 folder (`<trial>/train/`), so:
 - a worker that dies: the group's run fails, so the trial does, and Tune retries the trial (at
@@ -92,8 +92,8 @@ def worker_trainer(cfg_dict: dict[str, Any], data: DataHandle) -> Any:
     import torch
     from ray.train.torch import get_device
 
-    from dnet_tune.distributed import Comm
-    from dnet_tune.train_dist import DistributedTrainer
+    from dnet_tune.distributed.comm import Comm
+    from dnet_tune.distributed.trainer import DistributedTrainer
 
     cfg = trial_config(cfg_dict, {}, frozenset())
     if cfg.train.device == "cuda":  # each rank on the GPU Ray Train gave it

@@ -55,8 +55,8 @@ def equivalence_worker(out_dir: str, scenarios: list[str]) -> None:
     """Each scenario trained EPOCHS epochs by this rank of a 2-process group, in float64."""
     import torch.distributed as dist
 
-    from dnet_tune.distributed import Comm
-    from dnet_tune.train_dist import DistributedTrainer
+    from dnet_tune.distributed.comm import Comm
+    from dnet_tune.distributed.trainer import DistributedTrainer
 
     torch.set_default_dtype(torch.float64)
     comm = Comm.from_process_group()
@@ -80,7 +80,7 @@ def resume_worker(straight: str, stopped: str) -> None:
     rank, as a kill would) then continued with resume from rank 0's checkpoint."""
     import torch.distributed as dist
 
-    from dnet_tune.train_dist import run_distributed
+    from dnet_tune.distributed.trainer import run_distributed
 
     run_distributed(config("dn_full_jvp", 2), straight)
     with contextlib.suppress(_Stop):

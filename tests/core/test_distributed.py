@@ -26,7 +26,7 @@ from dist_workers import (
     resume_worker,
 )
 
-from dnet_tune.launch import spawn
+from dnet_tune.distributed.launch import spawn
 from dnet_tune.train import Trainer, load_checkpoint
 
 RTOL, ATOL = 1e-9, 1e-10

@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "dnet_tune"
 CORE = ("dnet_tune.config", "dnet_tune.data", "dnet_tune.models", "dnet_tune.method",
         "dnet_tune.train", "dnet_tune.stage2", "dnet_tune.stage2_sampler", "dnet_tune.run",
-        "dnet_tune.schedule", "dnet_tune.graph_step")
+        "dnet_tune.schedule", "dnet_tune.graph_step", "dnet_tune.distributed")
 # the report reads finished results: it may ask `driver` whether a search is alive, never touch
 # the fault machinery or the engine that runs trials
 REPORT = "dnet_tune.tune.report"
@@ -135,7 +135,8 @@ def test_importing_the_core_loads_no_ray():
     import subprocess
     import sys
 
-    code = ("import sys, dnet_tune.run, dnet_tune.train, dnet_tune.data, dnet_tune.models; "
+    code = ("import sys, dnet_tune.run, dnet_tune.train, dnet_tune.data, dnet_tune.models, "
+            "dnet_tune.distributed.trainer, dnet_tune.distributed.launch; "
             "print(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=PACKAGE.parent).stdout.strip()

@@ -210,7 +210,7 @@ def test_a_resumed_file_dataset_run_repeats_the_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("augment", ["crop_flip", "autoaugment"])
 def test_shards_of_both_file_paths_concatenate_to_the_batch(places, augment):
-    from dnet_tune.distributed import Comm
+    from dnet_tune.distributed.comm import Comm
 
     ds = places
     batches = make_batches(ds.train, ds, 5, shuffle=True, augment=augment, device=CPU)

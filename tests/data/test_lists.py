@@ -124,7 +124,7 @@ def test_folder_errors(tmp_path):
 def test_file_batch_shards_decode_only_their_part_and_concatenate_to_the_batch(tmp_path):
     """A rank of a distributed run decodes its shard of each batch, with the very pixels the
     whole batch has there (each item's augmentation seed does not depend on the shard)."""
-    from dnet_tune.distributed import Comm
+    from dnet_tune.distributed.comm import Comm
 
     write_folder(tmp_path / "tree", [14, 12])
     ds = build_dataset(DataConfig(name="folder_lt", data_dir=str(tmp_path / "tree"),

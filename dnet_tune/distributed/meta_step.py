@@ -9,7 +9,7 @@ the ranks' counts and divided by the global count (`Comm.mean_of_sums`), so that
   by the global batch size;
 so ∂CE_meta/∂w, and with it φ's Adam step, is the same on every rank and equal to the
 one-process value up to rounding. BatchNorm statistics are shared through
-`dnet_tune.models.sync_bn` inside the forwards. The double-backward reference (`meta_impl:
+`dnet_tune.distributed.sync_bn` inside the forwards. The double-backward reference (`meta_impl:
 reference`) is not offered here: runs with workers refuse it before anything starts.
 
 The one-process path is untouched: `Method.dist` is None there.
@@ -23,7 +23,7 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import nn
 
-from dnet_tune.distributed import Comm
+from dnet_tune.distributed.comm import Comm
 from dnet_tune.method.meta_step import (
     PerSampleLoss,
     _load_forward_ad,

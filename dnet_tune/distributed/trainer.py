@@ -2,8 +2,8 @@
 
 Each rank builds the same Trainer (same seed: same θ, φ, data order and augmentation draws) and
 then differs in one way only: it works on its shard of every global batch (`Comm.shard`).
-Gradients, the meta step's quantities (dnet_tune.method.meta_step_dist), BatchNorm statistics
-(dnet_tune.models.sync_bn) and evaluation counts are all-reduced, so θ and φ stay identical on
+Gradients, the meta step's quantities (dnet_tune.distributed.meta_step), BatchNorm statistics
+(dnet_tune.distributed.sync_bn) and evaluation counts are all-reduced, so θ and φ stay identical on
 every rank and equal to the one-process run's up to floating-point rounding.
 
 Cost, said plainly: for in-memory datasets every rank augments the whole global batch and keeps
@@ -12,8 +12,8 @@ draw from one generator for the whole batch), and on the device it is cheap. Fil
 meta batches load only the rank's shard: their items carry their own seeds.
 
 `run_distributed` is the entry for a process whose default process group is already initialised:
-the CLI's spawner (dnet_tune.launch) and a Ray Train worker both call it. Rank 0 writes the run's
-files (atomically, as a one-process run does); the others only train.
+the CLI's spawner (dnet_tune.distributed.launch) and a Ray Train worker both call it. Rank 0
+writes the run's files (atomically, as a one-process run does); the others only train.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import torch
 from dnet_tune.config import Config
 from dnet_tune.data.base import LTDataset, Split
 from dnet_tune.data.loader import FileBatches, MetaBatches, PILFileBatches, make_batches
-from dnet_tune.distributed import Batch, Comm, backend_for
+from dnet_tune.distributed.comm import Batch, Comm, backend_for
+from dnet_tune.distributed.meta_step import DistributedSteps
+from dnet_tune.distributed.sync_bn import convert_sync_bn, unsupported_norms
 from dnet_tune.errors import UserError
 from dnet_tune.method import DIFFICULTY_NET
-from dnet_tune.method.meta_step_dist import DistributedSteps
-from dnet_tune.models.sync_bn import convert_sync_bn, unsupported_norms
 from dnet_tune.run import train_to_dir
 from dnet_tune.train import Trainer
 

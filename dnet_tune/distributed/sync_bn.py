@@ -3,9 +3,9 @@
 Why not `torch.nn.SyncBatchNorm`: its statistics go through an autograd Function without a
 forward-mode rule, so the meta step's JVP (a `torch.autograd.forward_ad` dual forward, see
 `dnet_tune.method.meta_step`) cannot pass through it, and its kernels are written for GPUs. This
-one is made of ordinary differentiable ops plus `dnet_tune.distributed.all_reduce_sum`, which has a
-backward and a forward-mode rule, so the virtual step (`autograd.grad`), the meta-gradient and the
-dual forward all see the one-process BatchNorm of the global batch.
+one is made of ordinary differentiable ops plus `dnet_tune.distributed.comm.all_reduce_sum`, which
+has a backward and a forward-mode rule, so the virtual step (`autograd.grad`), the meta-gradient
+and the dual forward all see the one-process BatchNorm of the global batch.
 
 Two passes (Σx, then Σ(x − mean)²) rather than Σx² − (Σx)²/n: the same cancellation-free
 variance a one-process BatchNorm computes, so the two runs agree to rounding. It subclasses
@@ -19,7 +19,7 @@ import torch
 import torch.autograd.forward_ad as fwad
 from torch import nn
 
-from dnet_tune.distributed import active, all_reduce_sum
+from dnet_tune.distributed.comm import active, all_reduce_sum
 
 _Norm = nn.BatchNorm1d | nn.BatchNorm2d
 

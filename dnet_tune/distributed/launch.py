@@ -1,10 +1,10 @@
 """Start N local processes that form one torch.distributed group and run a function on each.
 
 Only the CLI's `train --workers N` uses this; a Ray Train worker gets its group from Ray and calls
-`dnet_tune.train_dist.run_distributed` directly. A user's mistake raised on a rank (UserError)
-comes back to the caller as the same one line; a diverged run as FloatingPointError; anything
-else as torch's ProcessRaisedException with the rank's traceback (a bug keeps it). When one rank
-fails, torch stops the others, so none is left waiting in a collective.
+`dnet_tune.distributed.trainer.run_distributed` directly. A user's mistake raised on a rank
+(UserError) comes back to the caller as the same one line; a diverged run as FloatingPointError;
+anything else as torch's ProcessRaisedException with the rank's traceback (a bug keeps it). When
+one rank fails, torch stops the others, so none is left waiting in a collective.
 """
 
 from __future__ import annotations
