@@ -21,14 +21,13 @@ import ray
 
 from dnet_tune.dotted import merge
 from dnet_tune.train import Trainer
+from dnet_tune.tune.confirm_row import SELECTED, fitted_row
 from dnet_tune.tune.faults import interrupt
 from dnet_tune.tune.plan import Resources
 from dnet_tune.tune.report.compare import candidates
-from dnet_tune.tune.results import AT_BEST, TrialRecord
-from dnet_tune.tune.trainable import DataHandle, placement, trial_config
+from dnet_tune.tune.results import TrialRecord
+from dnet_tune.tune.trainable import DataHandle, trial_config
 from dnet_tune.tune.view import ProgressLine
-
-SELECTED = (*AT_BEST, "test_class_acc")  # the per-class test accuracy too: figure 3 draws it
 
 
 @dataclass
@@ -57,17 +56,6 @@ def jobs_for(summary: list[dict[str, Any]], records: dict[str, TrialRecord],
 
 def _confirm_run(data: DataHandle, cfg: dict[str, Any]) -> dict[str, Any]:
     return fitted_row(Trainer(trial_config(cfg, {}, frozenset()), data.get()))
-
-
-def fitted_row(trainer: Trainer) -> dict[str, Any]:
-    """Train the run to its end; what its confirmation row holds (a group's ranks all return
-    the same numbers: everything is all-reduced)."""
-    seconds = 0.0
-    for metrics in trainer.fit():
-        seconds += float(metrics["epoch_time_s"])
-    best = trainer.best or {}
-    return {**{k: best.get(k) for k in SELECTED}, "selected_epoch": best.get("epoch"),
-            "epochs": trainer.epoch, "run_seconds": seconds, **placement(trainer.device)}
 
 
 def key(row: dict[str, Any] | Job) -> tuple[str, str, int]:

@@ -34,6 +34,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.util.placement_group import PlacementGroup
 
+from dnet_tune.tune.confirm_row import fitted_row
 from dnet_tune.tune.plan import PLACEMENTS, TRIAL_METRIC, Resources
 from dnet_tune.tune.trainable import (
     CHECKPOINT_FILE,
@@ -180,8 +181,6 @@ def _confirm_loop(loop: dict[str, Any]) -> None:
     """One rank of a confirmation run. Ray Train's `Result.metrics` keeps only a report that
     came with a checkpoint, so rank 0 attaches one: its row, as JSON."""
     import json
-
-    from dnet_tune.tune.confirm import fitted_row
 
     trainer = worker_trainer(loop["config"], loop["data"])
     row = fitted_row(trainer)
