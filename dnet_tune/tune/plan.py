@@ -65,9 +65,9 @@ SMOKE_CONFIRM_TOP, SMOKE_CONFIRM_SEEDS = 1, 2
 
 # --sampler's choices (each one's Optuna settings: tune/samplers.py) and what a title adds for
 # each but the default, so a table of a search that proposed otherwise is never mistaken for the
-# default one. `tpe` stays the default until issue 20's benchmark has compared them.
+# default one. `tpe` is the default by bench/search_efficiency.py (tune/samplers.py says why).
 SAMPLERS = ("tpe", "tpe-mv", "tpe-independent", "random")
-SAMPLER_NOTES = {"tpe": "", "tpe-mv": "multivariate TPE, constant liar",
+SAMPLER_NOTES = {"tpe": "", "tpe-mv": "grouped TPE, scaled random start",
                  "tpe-independent": "independent TPE", "random": "random proposals"}
 SCHEDULERS = ("asha", "none")
 # --placement: Ray's placement group strategies for a multi-worker trial's workers

@@ -11,13 +11,14 @@ A resumed search resolves nothing again: Ray's searcher snapshot holds the very 
 the search started with (and their random state), and search.json keeps its record;
 `in_use` reads the restored samplers' settings back for the resume's entry in search.json.
 
-The choices (`plan.SAMPLERS`):
-- `tpe` (the default until the benchmark of issue 20 decides): Optuna's own defaults of the
-  installed version, i.e. what `TPESampler(seed=...)` runs, resolved and recorded;
-- `tpe-mv`: multivariate TPE over the group-decomposed space (the Difficulty-Net space is
-  conditional: depth → per-layer widths, `meta_grad` → `meta_interval`), the constant liar
-  (parallel trials see each other as running), and a startup phase scaled to the budget and the
-  parallelism (`startup_trials`);
+The choices (`plan.SAMPLERS`), compared by bench/search_efficiency.py (docs/benchmarks.md,
+"Search efficiency"; 10 seeds on digits_lt with a 500-image V):
+- `tpe`, the default: multivariate TPE with the constant liar (parallel trials see each other
+  as running) after 10 random trials: Optuna 5's defaults (`TPE`), written out so that Optuna 4
+  runs them too. It was the best or tied in the benchmark's paired comparisons;
+- `tpe-mv`: `tpe` over the group-decomposed space with a random start scaled to the budget and
+  the parallelism (`startup_trials`); measured no better than `tpe` (worse in 4 of 10 seeds
+  by one or two V images, never better), so it is not the default;
 - `tpe-independent`: the settings Optuna 4.x ran by default (independent TPE, no constant liar,
   10 random trials first), kept selectable so a benchmark can compare against them;
 - `random`: Optuna's RandomSampler (the baseline of bench/search_efficiency.py).
@@ -25,7 +26,6 @@ The choices (`plan.SAMPLERS`):
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from typing import Any
@@ -35,7 +35,11 @@ from dnet_tune.tune import ray_internals
 # every TPESampler keyword a search sets (besides `seed`), in the order search.json shows them
 TPE_KEYS = ("n_startup_trials", "n_ei_candidates", "multivariate", "group", "constant_liar")
 
-# Optuna 4.x's defaults: what `tpe` ran before Optuna 5.0 changed them
+# `tpe`: Optuna 5's TPESampler defaults for a single-objective study, written out (see above)
+TPE = {"n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": True, "group": False,
+       "constant_liar": True}
+
+# Optuna 4.x's defaults: what `TPESampler(seed=...)` ran before Optuna 5.0 changed them
 OPTUNA4_TPE = {"n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": False,
                "group": False, "constant_liar": False}
 
@@ -43,8 +47,10 @@ OPTUNA4_TPE = {"n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": Fa
 def startup_trials(trials: int, slots_per_method: int) -> int:
     """How many of a method's trials `tpe-mv` proposes at random before TPE models them.
 
-    A PROPOSAL awaiting the benchmark of issue 20 §3 (bench/search_efficiency.py), which has
-    not run: change the rule here once it has.
+    Measured against Optuna's fixed 10 (`tpe`) at the default budget (16 trials on one slot,
+    so 4 random here) by bench/search_efficiency.py: no better over 10 seeds, so `tpe` keeps
+    10 and this rule serves `tpe-mv` alone. (Not measured: many parallel slots, where it
+    starts TPE earliest.)
 
     The idea: about a quarter of the per-method budget random (Optuna's fixed 10 makes 10 of
     the default 16 trials random), at least 2 (TPE needs something to split) and at most
@@ -63,24 +69,12 @@ def slots_per_method(slots: int, methods: int, trials: int) -> int:
     return max(1, min(trials, math.ceil(slots / max(1, methods))))
 
 
-def optuna_tpe_defaults() -> dict[str, Any]:
-    """The installed Optuna's TPESampler defaults for `TPE_KEYS`, resolved as it resolves them
-    for a single-objective study (its `multivariate=None` means True there)."""
-    import optuna
-
-    params = inspect.signature(optuna.samplers.TPESampler.__init__).parameters
-    out = {k: params[k].default for k in TPE_KEYS}
-    if out["multivariate"] is None:
-        out["multivariate"] = True  # documented: multivariate for single-objective studies
-    return out
-
-
 def settings(name: str, seed: int, trials: int, slots: int, methods: int) -> dict[str, Any]:
     """Every keyword argument the sampler `name` is built with (plan.SAMPLERS)."""
     if name == "random":
         return {"seed": seed}
     if name == "tpe":
-        return {"seed": seed, **optuna_tpe_defaults()}
+        return {"seed": seed, **TPE}
     if name == "tpe-independent":
         return {"seed": seed, **OPTUNA4_TPE}
     if name == "tpe-mv":

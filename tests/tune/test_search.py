@@ -411,7 +411,7 @@ def test_resume_runs_only_the_missing_confirmation_runs(smoke, run_cli, tmp_path
     from dnet_tune.tune import samplers
     from dnet_tune.tune.storage import read_table, write_table
 
-    monkeypatch.setattr(samplers, "optuna_tpe_defaults", lambda: {
+    monkeypatch.setattr(samplers, "TPE", {
         "n_startup_trials": 3, "n_ei_candidates": 5, "multivariate": False, "group": False,
         "constant_liar": False})
     monkeypatch.setattr(samplers, "startup_trials", lambda trials, slots: 1)

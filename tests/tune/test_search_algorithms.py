@@ -4,6 +4,7 @@ trial trained to the end)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from types import SimpleNamespace
 
@@ -87,7 +88,7 @@ def test_a_search_without_tpe_or_asha_says_so_in_its_titles():
     assert algorithm_note("tpe", "asha") == ""
     assert algorithm_note("random", "asha") == " (random proposals)"
     assert algorithm_note("random", "none") == " (random proposals, no early stopping)"
-    assert algorithm_note("tpe-mv", "asha") == " (multivariate TPE, constant liar)"
+    assert algorithm_note("tpe-mv", "asha") == " (grouped TPE, scaled random start)"
     assert algorithm_note("tpe-independent", "none") == (" (independent TPE, no early "
                                                           "stopping)")
 
@@ -106,13 +107,27 @@ def _proposals(sampler, n=14):
     return [t.params for t in study.trials]
 
 
-def test_tpe_stays_what_it_was_and_every_choice_records_what_it_builds():
-    """`tpe`, the default, proposes exactly what `TPESampler(seed=...)` did before its settings
-    were made explicit; every choice is built from the very settings search.json records."""
+def _optuna_tpe_defaults():
+    """The installed Optuna's TPESampler defaults, as it resolves them for a single-objective
+    study (its `multivariate=None` means True there)."""
+    params = inspect.signature(optuna.samplers.TPESampler.__init__).parameters
+    out = {k: params[k].default for k in samplers.TPE_KEYS}
+    if out["multivariate"] is None:
+        out["multivariate"] = True
+    return out
+
+
+def test_tpe_is_optuna_5s_default_written_out_and_every_choice_records_what_it_builds():
+    """`tpe`, the default, is Optuna 5's `TPESampler(seed=...)`, proposal for proposal, with its
+    settings written out (Optuna 4 runs the same then); every choice is built from the very
+    settings search.json records."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tpe = samplers.settings("tpe", 3, 16, 2, 1)
-    assert _proposals(samplers.build("tpe", tpe)) == _proposals(
-        optuna.samplers.TPESampler(seed=3))
+    assert tpe == {"seed": 3, **samplers.TPE}
+    if int(optuna.__version__.split(".")[0]) >= 5:
+        assert _optuna_tpe_defaults() == samplers.TPE
+        assert _proposals(samplers.build("tpe", tpe)) == _proposals(
+            optuna.samplers.TPESampler(seed=3))
     for name in SAMPLERS:
         kwargs = samplers.settings(name, 3, 16, 2, 1)
         assert kwargs["seed"] == 3
