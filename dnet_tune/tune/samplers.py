@@ -17,8 +17,9 @@ The choices (`plan.SAMPLERS`), compared by bench/search_efficiency.py (docs/benc
   as running) after 10 random trials: Optuna 5's defaults (`TPE`), written out so that Optuna 4
   runs them too. It was the best or tied in the benchmark's paired comparisons;
 - `tpe-mv`: `tpe` over the group-decomposed space with a random start scaled to the budget and
-  the parallelism (`startup_trials`); measured no better than `tpe` (worse in 4 of 10 seeds
-  by one or two V images, never better), so it is not the default;
+  the parallelism (`startup_trials`); measured worse than `tpe` (best val lower in 6 of 10
+  seeds, tied in 4, never higher; paired mean -0.0034, 95% CI [-0.0066, -0.0002]), so it is
+  not the default;
 - `tpe-independent`: the settings Optuna 4.x ran by default (independent TPE, no constant liar,
   10 random trials first), kept selectable so a benchmark can compare against them;
 - `random`: Optuna's RandomSampler (the baseline of bench/search_efficiency.py).
