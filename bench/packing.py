@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gpu_throughput import _device_info, _get  # bench/ is the script's folder
+from gpu_throughput import _device_info  # bench/ is the script's folder
 from machine import RESULTS, machine_info
 
 from dnet_tune.fileio import atomic_write_json
@@ -74,6 +75,25 @@ def _worker(args: argparse.Namespace, seed: int, ready: Any, go: Any, result: An
     _sync()
     result.put((seed, (time.perf_counter() - t0) / args.epochs,
                 torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0))
+
+
+def _get(procs: list[Any], what: str, answers: Any, limit_s: float) -> Any:
+    """The next answer of a worker, waiting in short slices; a dead worker or `limit_s` ends it.
+
+    Without this a worker that fails early leaves this process waiting for ever: a device call
+    then burns its whole time limit.
+    """
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return answers.get(timeout=5.0)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for p in procs:
+                    p.terminate()
+                why = f"worker exit codes {dead}" if dead else f"no answer in {limit_s:.0f} s"
+                raise RuntimeError(f"pack: {what} failed ({why})") from None
 
 
 def measure(args: argparse.Namespace, n: int) -> dict[str, Any]:
