@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from dnet_tune.commands.shared import add_data_options, data_overrides, method_help
 from dnet_tune.dotted import merge
 from dnet_tune.errors import UserError
+
+if TYPE_CHECKING:  # rich is imported when a run starts, not for --help
+    from rich.progress import Progress
 
 HELP = "one training run (Difficulty-Net or a baseline)"
 
@@ -50,10 +54,8 @@ def _defaults() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
 
-    from dnet_tune.config import total_epochs
-    from dnet_tune.console import epoch_progress, epoch_status, final_table, make_console
+    from dnet_tune.console import final_table, make_console
     from dnet_tune.run import check_resume_flags, resolve_config, smoke_overrides, train_to_dir
 
     check_resume_flags(vars(args), vars(_defaults()))
@@ -80,21 +82,7 @@ def run(args: argparse.Namespace) -> int:
                              sets=args.set, overrides=overrides)
         output = args.output or f"runs/{cfg.data.name}-{cfg.method.name}-s{cfg.train.seed}"
 
-    progress: Progress = epoch_progress(console)
-    task: list[Any] = []
-
-    def on_start(trainer: Any) -> None:
-        c = trainer.cfg
-        # ends with the run directory: one line whatever the width, so it can be copied
-        console.print(f"[bold]{c.data.name}[/] · {c.method.name} · {c.model.name} · "
-                      f"{len(trainer.ds.train)} train images, {trainer.num_classes} classes · "
-                      f"device {trainer.device} → {output}", soft_wrap=True)
-        progress.start()
-        task.append(progress.add_task("train", total=total_epochs(c), completed=trainer.epoch,
-                                      status=""))
-
-    def on_epoch(m: dict[str, Any]) -> None:
-        progress.update(task[0], completed=m["epoch"], status=epoch_status(m))
+    progress, on_start, on_epoch = _epoch_display(console, output)
 
     workers = _workers(cfg, output, args.resume)
     try:
@@ -159,29 +147,13 @@ def _train_distributed(cfg: Any, output: str, args: argparse.Namespace, workers:
 def _rank_main(cfg: Any, output: str, resume: bool, extend: int | None, quiet: bool) -> None:
     """One rank of `train --workers N` (a spawned process): rank 0 prints the progress."""
     import torch.distributed as dist
-    from rich.progress import Progress
 
-    from dnet_tune.config import total_epochs
-    from dnet_tune.console import epoch_progress, epoch_status, make_console
+    from dnet_tune.console import make_console
     from dnet_tune.distributed.trainer import run_distributed
 
     rank0 = dist.get_rank() == 0
     console = make_console(quiet or not rank0)
-    progress: Progress = epoch_progress(console)
-    task: list[Any] = []
-
-    def on_start(trainer: Any) -> None:
-        c = trainer.cfg
-        console.print(f"[bold]{c.data.name}[/] · {c.method.name} · {c.model.name} · "
-                      f"{len(trainer.ds.train)} train images, {trainer.num_classes} classes · "
-                      f"{c.train.workers} workers on {trainer.device.type} → {output}",
-                      soft_wrap=True)
-        progress.start()
-        task.append(progress.add_task("train", total=total_epochs(c), completed=trainer.epoch,
-                                      status=""))
-
-    def on_epoch(m: dict[str, Any]) -> None:
-        progress.update(task[0], completed=m["epoch"], status=epoch_status(m))
+    progress, on_start, on_epoch = _epoch_display(console, output)
 
     try:
         run_distributed(cfg, output, resume=resume, extend=extend,
@@ -189,3 +161,30 @@ def _rank_main(cfg: Any, output: str, resume: bool, extend: int | None, quiet: b
                         on_epoch=on_epoch if rank0 else None)
     finally:
         progress.stop()
+
+
+def _epoch_display(console: Any, output: str) -> tuple[Progress, Callable[[Any], None],
+                                                         Callable[[dict[str, Any]], None]]:
+    """The run's header line and its per-epoch progress bar, for one process or rank 0."""
+    from dnet_tune.config import total_epochs
+    from dnet_tune.console import epoch_progress, epoch_status
+
+    progress: Progress = epoch_progress(console)
+    task: list[Any] = []
+
+    def on_start(trainer: Any) -> None:
+        c = trainer.cfg
+        where = (f"device {trainer.device}" if c.train.workers == 1
+                 else f"{c.train.workers} workers on {trainer.device.type}")
+        # ends with the run directory: one line whatever the width, so it can be copied
+        console.print(f"[bold]{c.data.name}[/] · {c.method.name} · {c.model.name} · "
+                      f"{len(trainer.ds.train)} train images, {trainer.num_classes} classes · "
+                      f"{where} → {output}", soft_wrap=True)
+        progress.start()
+        task.append(progress.add_task("train", total=total_epochs(c), completed=trainer.epoch,
+                                      status=""))
+
+    def on_epoch(m: dict[str, Any]) -> None:
+        progress.update(task[0], completed=m["epoch"], status=epoch_status(m))
+
+    return progress, on_start, on_epoch
