@@ -139,3 +139,15 @@ def folder_state(folder) -> dict[str, tuple[str, int]]:
 @pytest.fixture
 def state_of() -> Callable[..., dict[str, tuple[str, int]]]:
     return folder_state
+
+
+@pytest.fixture
+def no_tf32():
+    """CUDA tests that compare two implementations: TF32 convolutions and matmuls would make
+    them agree only to ~1e-3. (torch is imported here, not at the top: most tests never need it.)"""
+    import torch
+
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old

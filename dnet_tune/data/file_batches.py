@@ -203,6 +203,14 @@ def epoch_items(n: int, batch_size: int, drop_last: bool, shuffle: bool, random:
     return batches if shard is None else [batch[shard(len(batch))] for batch in batches]
 
 
+def refuse_cifar_recipe(ds: LTDataset, augment: str) -> None:
+    """AutoAugment + Cutout is the CIFAR recipe's, for in-memory images; both file paths say so."""
+    if augment == "autoaugment_cutout":
+        raise UserError(f"data.augment=autoaugment_cutout is the CIFAR recipe for in-memory "
+                        f"datasets; {ds.name} is decoded from files: use none, crop_flip or "
+                        f"autoaugment")
+
+
 class FileBatches:
     """Batches of a path split; `augment` none (resize + centre crop) or crop_flip (the recipe:
     RandomResizedCrop + flip + ColorJitter); order and augmentation from the epoch's generator."""
@@ -214,10 +222,7 @@ class FileBatches:
                  drop_last: bool = False) -> None:
         if split.paths is None:
             raise ValueError("FileBatches needs a split with paths")
-        if augment == "autoaugment_cutout":
-            raise UserError(f"data.augment=autoaugment_cutout is the CIFAR recipe for in-memory "
-                            f"datasets; {ds.name} is decoded from files: use none, crop_flip or "
-                            f"autoaugment")
+        refuse_cifar_recipe(ds, augment)
         if augment not in ("none", "crop_flip"):  # autoaugment: loader.PILFileBatches
             raise ValueError(f"FileBatches does augment none or crop_flip, not {augment!r}")
         self.n = len(split.paths)

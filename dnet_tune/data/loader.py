@@ -22,8 +22,13 @@ from torch.utils.data import Dataset
 from dnet_tune.data.augment import AUGMENTS, AutoAugment, crop_flip, cutout, host_threads
 from dnet_tune.data.augment_epoch import augment_epoch, sliced_batches
 from dnet_tune.data.base import LTDataset, Split
-from dnet_tune.data.file_batches import EpochLoader, FileBatches, Shard, epoch_items
-from dnet_tune.errors import UserError
+from dnet_tune.data.file_batches import (
+    EpochLoader,
+    FileBatches,
+    Shard,
+    epoch_items,
+    refuse_cifar_recipe,
+)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 __all__ = ["FileBatches", "MetaBatches", "PILFileBatches", "Shard", "TensorBatches",
@@ -203,10 +208,7 @@ class PILFileBatches:
     ) -> None:
         if split.paths is None:
             raise ValueError("PILFileBatches needs a split with paths")
-        if augment == "autoaugment_cutout":
-            raise UserError(f"data.augment=autoaugment_cutout is the CIFAR recipe for in-memory "
-                            f"datasets; {ds.name} is decoded from files: use none, crop_flip or "
-                            f"autoaugment")
+        refuse_cifar_recipe(ds, augment)
         self.dataset = _FileDataset(split.paths, split.labels.tolist(), file_transform(ds, augment))
         self.n = len(split.paths)
         self.batch_size = batch_size

@@ -22,14 +22,6 @@ from dnet_tune.train import Trainer
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-@pytest.fixture
-def no_tf32():
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
-
-
 def run(method: str, graph: bool, **sets: object) -> Trainer:
     items = [f"{k}={v}" for k, v in {**sets, "train.device": "cuda",
                                       "train.cuda_graph": graph}.items()]
