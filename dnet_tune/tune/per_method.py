@@ -28,6 +28,7 @@ from ray.tune.search import Searcher
 from dnet_tune.tune import ray_internals
 from dnet_tune.tune.faults import interrupt, studies
 from dnet_tune.tune.sampling import METHOD_KEY
+from dnet_tune.tune.trainable import earlier_rows
 
 STAGE2_PREFIX = "stage2."  # the sampled names a trial uses only once its stage 2 runs
 
@@ -75,9 +76,13 @@ class PerMethodSearcher(Searcher):
         """Each epoch's value goes to the trial's study as an intermediate value, step = the
         trainer's epoch (Ray's OptunaSearch would report Tune's `training_iteration`, which
         restarts after a restore)."""
-        if trial_id in self.owner:
-            studies.report_epoch(self.searchers[self.owner[trial_id]], trial_id,
-                                 result.get(self.metric), result.get("epoch"))
+        if trial_id not in self.owner:
+            return
+        searcher = self.searchers[self.owner[trial_id]]
+        # a restarted group's epochs that the driver's last snapshot missed (runner.Recorder)
+        for epoch, row in earlier_rows(result).items():
+            studies.report_epoch(searcher, trial_id, row.get(self.metric), epoch)
+        studies.report_epoch(searcher, trial_id, result.get(self.metric), result.get("epoch"))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:

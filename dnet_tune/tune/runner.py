@@ -31,14 +31,17 @@ from dnet_tune.tune.sampling import METHOD_KEY, apply_flat, define_by_run
 from dnet_tune.tune.space import SearchSpace
 from dnet_tune.tune.tensorboard_events import TensorBoardCallback
 from dnet_tune.tune.train_trial import GroupCleanup, run_group_trial
-from dnet_tune.tune.trainable import RAY_KEYS, DataHandle, TrialSetup, run_trial
+from dnet_tune.tune.trainable import DataHandle, TrialSetup, earlier_rows, epoch_row, run_trial
 from dnet_tune.tune.view import SearchView
 
 
-def epoch_row(result: dict[str, Any]) -> dict[str, Any]:
-    """A result without Ray's keys: a metric the trainer gains reaches trials.parquet without a
-    list to update."""
-    return {k: v for k, v in result.items() if k not in RAY_KEYS}
+def _epochs_text(epochs: list[int]) -> str:
+    epochs = sorted(epochs)
+    if len(epochs) == 1:
+        return f"epoch {epochs[0]}"
+    if epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"epochs {epochs[0]}-{epochs[-1]}"
+    return "epochs " + ", ".join(map(str, epochs))
 
 
 class Recorder(tune.Callback):
@@ -113,6 +116,10 @@ class Recorder(tune.Callback):
         # the replayed epoch replaces the first (the same numbers: the checkpoint restores the
         # RNG), so the table keeps one row per epoch, in order.
         rows = {r["epoch"]: r for r in rec.rows}
+        filled = [e for e, r in earlier_rows(result).items() if rows.setdefault(e, r) is r]
+        if filled and self.view is not None:
+            self.view.note(f"trial {trial.trial_id}: {_epochs_text(filled)} recorded from its "
+                           f"group's checkpoint (the driver had stopped before saving them)")
         rows[row["epoch"]] = row
         rec.rows = [rows[e] for e in sorted(rows)]
         if row.get("diverged"):

@@ -38,6 +38,7 @@ from dnet_tune.tune.confirm_row import fitted_row
 from dnet_tune.tune.plan import PLACEMENTS, TRIAL_METRIC, Resources
 from dnet_tune.tune.trainable import (
     CHECKPOINT_FILE,
+    EARLIER_KEY,
     GROUP_KEY,
     DataHandle,
     TrialSetup,
@@ -47,6 +48,7 @@ from dnet_tune.tune.trainable import (
 )
 
 TRAIN_DIR = "train"  # the Ray Train run's folder inside the trial's
+REPORTS_FILE = "reports.json"  # beside rank 0's checkpoint: the rows it has reported so far
 
 
 def _cuda_behind(res: Resources) -> bool:
@@ -103,31 +105,54 @@ def worker_trainer(cfg_dict: dict[str, Any], data: DataHandle) -> Any:
 
 
 def _worker_loop(loop: dict[str, Any]) -> None:
-    """One rank of a trial: rank 0's report and checkpoint are the trial's."""
+    """One rank of a trial: rank 0's report and checkpoint are the trial's.
+
+    Each checkpoint also holds every row rank 0 has reported (`REPORTS_FILE`). Ray Train's
+    last checkpoint can be ahead of the driver's last experiment snapshot (a driver killed
+    between the two), and the Recorder's rows live in that snapshot: a restarted group's first
+    report carries the rows of its checkpoint (`EARLIER_KEY`), so the epochs in between still
+    reach trials.parquet and the study. A group restarted after its last epoch reports that
+    epoch again, with them.
+    """
+    import json
+
     from dnet_tune.train import load_checkpoint, save_checkpoint
 
     trainer = worker_trainer(loop["config"], loop["data"])
+    reported: list[dict[str, Any]] = []
     checkpoint = train.get_checkpoint()
     if checkpoint is not None:  # a restarted group, or a restarted trial: every rank loads it
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(load_checkpoint(str(Path(d) / CHECKPOINT_FILE)))
+            if (Path(d) / REPORTS_FILE).is_file():
+                reported = json.loads((Path(d) / REPORTS_FILE).read_text())
+    earlier = {EARLIER_KEY: json.dumps(reported)} if reported else {}
     where = placement(trainer.device)
     rank0 = trainer.comm.rank == 0
     group = ray.util.get_current_placement_group()
-    if rank0 and group is not None:
-        where[GROUP_KEY] = group.id.hex()
+    # this group's placement group, which GroupCleanup removes: never a stored row's old one
+    this_group = {GROUP_KEY: group.id.hex()} if rank0 and group is not None else {}
     try:
         for metrics in trainer.fit():
             best = trainer.best["val_acc"] if trainer.best else metrics["val_acc"]
             result = {**metrics, TRIAL_METRIC: best, "diverged": False, **where}
-            if not rank0:
+            if rank0:
+                reported.append(result)
+                result = {**result, **this_group}
+                with tempfile.TemporaryDirectory() as d:
+                    save_checkpoint(trainer, str(Path(d) / CHECKPOINT_FILE))
+                    (Path(d) / REPORTS_FILE).write_text(json.dumps(reported))
+                    train.report({**result, **earlier},
+                                 checkpoint=train.Checkpoint.from_directory(d))
+            else:
                 train.report(result)
-                continue
-            with tempfile.TemporaryDirectory() as d:
-                save_checkpoint(trainer, str(Path(d) / CHECKPOINT_FILE))
-                train.report(result, checkpoint=train.Checkpoint.from_directory(d))
+            earlier = {}  # every rank: the rows went with the first report
     except FloatingPointError as exc:  # every rank sees the same all-reduced loss
-        train.report({**diverged_result(trainer.epoch + 1, str(exc)), **where})
+        train.report({**diverged_result(trainer.epoch + 1, str(exc)), **where, **this_group,
+                      **earlier})
+        return
+    if earlier:  # restarted after its last epoch: nothing ran, so nothing has been reported
+        train.report({**reported[-1], **this_group, **earlier})
 
 
 class GroupCleanup(tune.Callback):

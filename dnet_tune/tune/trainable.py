@@ -17,6 +17,7 @@ beside each epoch's own val_acc: the trainer's selection survives a restore in i
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -42,11 +43,27 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # A multi-worker trial's results also carry where Ray Train stored rank 0's checkpoint and which
 # placement group holds its workers (tune/train_trial.py): bookkeeping, not epoch metrics.
 GROUP_KEY = "train_group"
+# The first report of a group restarted from Ray Train's checkpoint carries every row rank 0 had
+# reported up to that checkpoint (JSON), so the driver can fill the epochs its own last snapshot
+# missed (tune/train_trial.py).
+EARLIER_KEY = "earlier_epochs"
 RAY_KEYS = frozenset(ray_result.AUTO_RESULT_KEYS) | {
     ray_result.DONE, ray_result.TRIAL_ID, ray_result.EXPERIMENT_TAG,
     ray_result.SHOULD_CHECKPOINT, ray_result.RESULT_DUPLICATE, ray_result.TRIAL_INFO,
-    CHECKPOINT_PATH_KEY, GROUP_KEY,
+    CHECKPOINT_PATH_KEY, GROUP_KEY, EARLIER_KEY,
 }
+
+
+def epoch_row(result: dict[str, Any]) -> dict[str, Any]:
+    """A result without Ray's keys: a metric the trainer gains reaches trials.parquet without a
+    list to update."""
+    return {k: v for k, v in result.items() if k not in RAY_KEYS}
+
+
+def earlier_rows(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The rows a restarted group's first report carries (`EARLIER_KEY`), by epoch."""
+    text = result.get(EARLIER_KEY)
+    return {int(r["epoch"]): epoch_row(r) for r in json.loads(text)} if text else {}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import pytest
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import table_to_rows
 from dnet_tune.tune.plan import SearchRequest, group_slots, plan_resources
+from dnet_tune.tune.trainable import epoch_row
 
 TRIALS, EPOCHS = 3, 2
 
@@ -54,6 +55,15 @@ def test_group_trials_report_every_epoch_checkpoint_and_asha_stops_a_group(group
         kept = [c for c in (exp / f"trial_{r['trial_id']}" / "train").glob("checkpoint_*")
                 if c.is_dir()]
         assert kept and all((c / "checkpoint.pt").is_file() for c in kept)
+        # beside it, the rows rank 0 had reported up to it: what a restarted group hands the
+        # driver (tune/train_trial.py). The last checkpoint's begin with the table's rows (a
+        # group ASHA stopped may have trained on: Tune withholds the result it stops on).
+        last = max(kept, key=lambda c: json.loads((c / "reports.json").read_text())[-1]["epoch"])
+        stored = [epoch_row(x) for x in json.loads((last / "reports.json").read_text())]
+        table = [{k: v for k, v in x.items() if k in stored[0]}
+                 for x in rows if x["trial_id"] == r["trial_id"]]
+        assert stored[:len(table)] == table
+        assert len(stored) == len(table) or r["status"] == "stopped"
     # what a one-worker trial reports, and no Ray Train bookkeeping in the table
     assert {"val_acc", "best_val_acc", "train_loss", "node_id", "device"} <= set(rows[0])
     assert not {"checkpoint_path", "train_group"} & set(rows[0])

@@ -278,9 +278,8 @@ def test_every_method_declares_its_colour_where_it_is_registered():
 
 
 def test_the_tensorboard_callback_skips_what_the_recorder_drops_and_the_step():
-    from dnet_tune.tune.runner import epoch_row
     from dnet_tune.tune.tensorboard_events import SKIP
-    from dnet_tune.tune.trainable import RAY_KEYS
+    from dnet_tune.tune.trainable import RAY_KEYS, epoch_row
 
     ours = {"epoch": 3, "val_acc": 0.5, "node_id": "n1", "device": "cpu", "class_weight": [1.0]}
     result = {**dict.fromkeys(RAY_KEYS, 0), **ours}
