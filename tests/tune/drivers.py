@@ -46,6 +46,24 @@ def start(env: dict[str, str], *argv: object, log: Path) -> subprocess.Popen[byt
                             cwd=ROOT)
 
 
+def live_epochs(ray_dir: Path | str, name: str = "*") -> dict[str, int]:
+    """How many epochs each trial of experiment `name` has reported to the driver whose Ray
+    lives in `ray_dir`, by trial id: the driver's own result.json of each trial, written per
+    result in its Ray's session folder (`driver_artifacts`); the copy in the storage follows
+    only with each of Tune's experiment snapshots (every 10 s). A group's result reaches the
+    driver once Ray Train has registered its checkpoint."""
+    counts: dict[str, int] = {}
+    pattern = f"session_*/artifacts/*/{name}/driver_artifacts/trial_*/result.json"
+    for f in Path(ray_dir).glob(pattern):
+        try:
+            n = sum(line.endswith("}") for line in f.read_text().splitlines())
+        except OSError:
+            continue
+        tid = f.parent.name.removeprefix("trial_")
+        counts[tid] = max(counts.get(tid, 0), n)
+    return counts
+
+
 def read_live(path: Path) -> pa.Table:
     """A table the running driver may be replacing right now, read through one open file.
 

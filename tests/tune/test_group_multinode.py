@@ -21,7 +21,7 @@ def two_gpu_nodes(ray_cluster):
 
 
 def _search(cli, storage, name, *extra):
-    return cli("search", "--dataset", "digits_lt", "--method", "ce", "--smoke", "--trials", 2,
+    return cli("search", "--dataset", "digits_lt", "--method", "ce", "--smoke", "--trials", 1,
                "--max-epochs", 2, "--grace-period", 2, "--workers-per-trial", 2,
                "--gpus-per-trial", 1, "--no-confirm", "--storage", f"file://{storage}",
                "--name", name, "--quiet", *extra)
@@ -38,9 +38,9 @@ def test_a_group_spreads_one_worker_per_node_and_pack_is_refused(two_gpu_nodes, 
     assert code == 0, err
     exp = tmp_path / "spread"
     summary = pq.read_table(exp / "summary.parquet").to_pylist()
-    assert [r["status"] for r in summary] == ["finished", "finished"], summary
+    assert [r["status"] for r in summary] == ["finished"], summary
     rows = pq.read_table(exp / "trials.parquet").to_pylist()
-    assert len(rows) == 4 and {r["device"] for r in rows} == {"cpu"}
+    assert len(rows) == 2 and {r["device"] for r in rows} == {"cpu"}
     assert {r["node_id"] for r in rows} <= two_gpu_nodes  # rank 0 on a GPU node, not the head
     meta = json.loads((exp / "search.json").read_text())
     assert meta["resources"] == {"gpus": 2.0, "gpus_per_trial": 1.0, "cpus_per_trial": 1.0,

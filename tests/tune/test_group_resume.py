@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from drivers import MARK, driver_env, ended_trials, start, trial_rows, wait_until
+from drivers import MARK, driver_env, ended_trials, live_epochs, start, trial_rows, wait_until
 from drivers import wait_until_reaped as reaped
 from study_states import assert_studies_mirror
 from test_group_trials import _train_workers_of
@@ -30,24 +30,14 @@ def _epochs(exp: Path, tid: str) -> list[int]:
     return [json.loads(x)["epoch"] for x in f.read_text().splitlines() if x.endswith("}")]
 
 
-def _running(exp: Path, least: int) -> str | None:
-    """A trial that has reported `least` epochs or more, not its last ones, and has not ended."""
+def _running(exp: Path, ray_dir: Path, least: int) -> str | None:
+    """A trial that has reported `least` epochs or more to the driver, not its last ones, and
+    has not ended."""
     ended = ended_trials(exp)
-    for f in exp.glob("trial_*/result.json"):
-        tid = f.parent.name.removeprefix("trial_")
-        if tid not in ended and least <= len(_epochs(exp, tid)) <= EPOCHS - 3:
+    for tid, n in live_epochs(ray_dir, "g").items():
+        if tid not in ended and least <= n <= EPOCHS - 3:
             return tid
     return None
-
-
-def _live_epochs(ray_dir: Path, tid: str) -> int:
-    """How many epochs of the trial the driver has received: its own result.json, written per
-    result in its Ray's session folder (`driver_artifacts`) and copied to the storage only with
-    each snapshot. A group's result reaches Tune once Ray Train has registered its checkpoint,
-    so this is also the epoch a restarted group continues after."""
-    files = list(ray_dir.glob(f"session_*/artifacts/*/*/driver_artifacts/trial_{tid}/result.json"))
-    return max((sum(x.endswith("}") for x in f.read_text().splitlines()) for f in files),
-               default=0)
 
 
 def _ahead_of_snapshot(exp: Path, ray_dir: Path, by: int) -> str | None:
@@ -60,7 +50,7 @@ def _ahead_of_snapshot(exp: Path, ray_dir: Path, by: int) -> str | None:
         if tid in ended:
             continue
         saved = len(_epochs(exp, tid)) if (d / "result.json").is_file() else 0
-        if saved + by <= _live_epochs(ray_dir, tid) <= EPOCHS - 1:
+        if saved + by <= live_epochs(ray_dir, "g").get(tid, 0) <= EPOCHS - 1:
             return tid
     return None
 
@@ -86,10 +76,11 @@ def paused(request, tmp_path_factory):
                  log=tmp / "driver.log")
     try:
         first = lambda: len(ended_trials(exp)) == 1  # noqa: E731
+        ray_dir = Path(env["DNET_RAY_TEMP_DIR"])
         if request.param == "ctrl-c":
-            wait_until(lambda: first() and _running(exp, 1), timeout=400, proc=proc, poll=0.05)
+            wait_until(lambda: first() and _running(exp, ray_dir, 1), timeout=400, proc=proc,
+                       poll=0.05)
         else:
-            ray_dir = Path(env["DNET_RAY_TEMP_DIR"])
             wait_until(lambda: first() and _ahead_of_snapshot(exp, ray_dir, by=2),
                        timeout=400, proc=proc, poll=0.05)
         proc.send_signal(signal.SIGINT if request.param == "ctrl-c" else signal.SIGKILL)

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from drivers import live_epochs
 
 from dnet_tune.errors import UserError
 from dnet_tune.fileio import table_to_rows
 from dnet_tune.tune.plan import SearchRequest, group_slots, plan_resources
 from dnet_tune.tune.trainable import epoch_row
 
-TRIALS, EPOCHS = 3, 2
+TRIALS, EPOCHS = 2, 2
 
 
 @pytest.fixture(scope="module")
@@ -159,20 +160,18 @@ def _train_workers_of(ray_dir: str) -> list[int]:
     return pids
 
 
-def _kill_a_group_worker(exp: Path, ray_dir: str, last: int, killed: dict,
-                         stop: threading.Event) -> None:
-    """SIGKILL one worker of the group between the trial's epochs 2 and `last` (its workers are
-    looked up while it trains its first epochs: a /proc scan is slower than an epoch)."""
+def _kill_a_group_worker(ray_dir: str, last: int, killed: dict, stop: threading.Event) -> None:
+    """SIGKILL one worker of the group of experiment "kill" once the driver has its epoch 2
+    (so a registered checkpoint exists) and before its epoch `last` (its workers are looked up
+    while it trains its first epochs: a /proc scan is slower than an epoch)."""
     pids: list[int] = []
     while not stop.is_set():
-        for f in exp.glob("trial_*/result.json"):
-            epochs = [json.loads(x)["epoch"] for x in f.read_text().splitlines()
-                      if x.endswith("}")]
-            if not pids:
-                pids = _train_workers_of(ray_dir)
-            if epochs and 2 <= epochs[-1] <= last and pids:
+        if not pids:
+            pids = _train_workers_of(ray_dir)
+        for tid, n in live_epochs(ray_dir, "kill").items():
+            if 2 <= n <= last and pids:
                 os.kill(pids[-1], signal.SIGKILL)
-                killed.update(trial=f.parent.name.removeprefix("trial_"), pid=pids[-1])
+                killed.update(trial=tid, pid=pids[-1])
                 return
         time.sleep(0.02)
 
@@ -184,7 +183,7 @@ def test_a_killed_group_worker_retries_the_trial_from_its_checkpoint(ray_local, 
     killed: dict = {}
     stop = threading.Event()
     killer = threading.Thread(target=_kill_a_group_worker,
-                              args=(exp, os.environ["DNET_RAY_TEMP_DIR"], epochs - 3, killed, stop),
+                              args=(os.environ["DNET_RAY_TEMP_DIR"], epochs - 3, killed, stop),
                               daemon=True)
     killer.start()
     try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 from drivers import (
@@ -16,6 +15,7 @@ from drivers import (
     cli,
     driver_env,
     ended_trials,
+    live_epochs,
     start,
     trial_rows,
     wait_until,
@@ -24,15 +24,14 @@ from drivers import (
 from study_states import assert_studies_mirror
 
 METHODS = ["difficulty_net", "ce"]
-TRIALS, EPOCHS = 3, 6
+TRIALS, EPOCHS = 2, 6
 SEARCH = ("search", "--methods", ",".join(METHODS), "--smoke", "--trials", TRIALS,
           "--max-epochs", EPOCHS, "--grace-period", 2, "--no-confirm")
 
 
-def _reports(exp: Path) -> dict[str, int]:
-    """How many epochs each trial has reported so far (Ray's result.json, one line each)."""
-    return {f.parent.name.removeprefix("trial_"): f.read_text().count("\n")
-            for f in exp.glob("trial_*/result.json")}
+def _reports(env: dict[str, str]) -> dict[str, int]:
+    """How many epochs each trial has reported to the driver so far (its live result.json)."""
+    return live_epochs(env["DNET_RAY_TEMP_DIR"], "c")
 
 
 def _no_strays(env: dict[str, str]) -> None:
@@ -66,9 +65,9 @@ def test_ctrl_c_writes_what_ran_prints_the_resume_command_and_exits_130(
                  log=tmp_path / "driver.log")
     try:
         # some trial has reported an epoch and is still running
-        wait_until(lambda: any(0 < n < EPOCHS for t, n in _reports(exp).items()
+        wait_until(lambda: any(0 < n < EPOCHS for t, n in _reports(env).items()
                                if t not in ended_trials(exp)), timeout=240, proc=proc)
-        before = _reports(exp)
+        before = _reports(env)
         for _ in range(presses):
             proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=300)
@@ -84,7 +83,7 @@ def test_ctrl_c_writes_what_ran_prints_the_resume_command_and_exits_130(
     rows = trial_rows(exp)
     unfinished = {r["trial_id"] for r in rows} - set(ended)
     assert unfinished or presses == 2, "nothing was running at the Ctrl-C"
-    after = _reports(exp)
+    after = _reports(env)
     for tid in unfinished:
         epochs = [r["epoch"] for r in rows if r["trial_id"] == tid]
         assert epochs == list(range(1, len(epochs) + 1)), tid
