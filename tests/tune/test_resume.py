@@ -26,7 +26,7 @@ from study_states import assert_studies_mirror
 from dnet_tune.tune.faults import studies
 
 METHODS = ["difficulty_net", "ce"]
-TRIALS, EPOCHS = 6, 4
+TRIALS, EPOCHS = 4, 4
 
 
 @pytest.fixture(scope="module")
