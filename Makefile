@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test test-cluster lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The `ray job submit` client test needs ray[default], which makes every local Ray start of the
+# suite slower (docs/benchmarks.md), so it runs on its own, after the suite (CI: .ci/run). It
+# adds the `cluster` extra to .venv; the test fails instead of skipping if that did not work.
+test-cluster: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
+	DNET_REQUIRE_CLUSTER_EXTRA=1 $(BIN)/python -m pytest -q tests/tune/test_job_submit.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
