@@ -22,9 +22,10 @@ def gpu_cluster(ray_cluster):
     return {"head": head[0], "workers": set(workers)}
 
 
-def search(cli, storage, name, *extra):
+def search(cli, storage, name, trials, *extra):
     return cli("search", "--dataset", "digits_lt", "--method", "difficulty_net", "--smoke",
-               "--trials", 8, "--storage", f"file://{storage}", "--name", name, "--quiet", *extra)
+               "--trials", trials, "--storage", f"file://{storage}", "--name", name, "--quiet",
+               *extra)
 
 
 def placement(exp):
@@ -35,7 +36,8 @@ def placement(exp):
 
 
 def test_one_gpu_per_trial_spreads_over_workers_not_the_head(gpu_cluster, cli, tmp_path):
-    code, _, err = search(cli, tmp_path, "g1", "--gpus", 4, "--gpus-per-trial", 1,
+    # 4 one-GPU trials at once: each worker node holds 2, so they must use both
+    code, _, err = search(cli, tmp_path, "g1", 4, "--gpus", 4, "--gpus-per-trial", 1,
                           "--confirm-top", 1, "--confirm-seeds", 2)
     assert code == 0, err
     rows, meta, summary = placement(tmp_path / "g1")
@@ -50,11 +52,12 @@ def test_one_gpu_per_trial_spreads_over_workers_not_the_head(gpu_cluster, cli, t
     assert {r["device"] for r in rows} == {"cpu"}  # logical GPUs only: CPU fallback
     assert meta["resources"]["slots"] == 4 and meta["resources"]["gpus_per_trial"] == 1.0
     assert 1 <= meta["peak_running_trials"] <= 4
-    assert len({r["trial_id"] for r in search_rows}) == 8
+    assert len({r["trial_id"] for r in search_rows}) == 4
 
 
 def test_half_a_gpu_per_trial_packs_up_to_eight(gpu_cluster, cli, tmp_path):
-    code, _, err = search(cli, tmp_path, "g05", "--gpus-per-trial", 0.5, "--no-confirm")
+    # 6 trials for 8 slots: more than 4 at once shows the half-GPU packing
+    code, _, err = search(cli, tmp_path, "g05", 6, "--gpus-per-trial", 0.5, "--no-confirm")
     assert code == 0, err
     rows, meta, _ = placement(tmp_path / "g05")
     assert meta["resources"]["gpus"] == 4 and meta["resources"]["slots"] == 8
@@ -63,7 +66,7 @@ def test_half_a_gpu_per_trial_packs_up_to_eight(gpu_cluster, cli, tmp_path):
 
 
 def test_more_gpus_than_the_cluster_has_fails_before_launch(gpu_cluster, cli, tmp_path):
-    code, _, err = search(cli, tmp_path, "g6", "--gpus", 6)
+    code, _, err = search(cli, tmp_path, "g6", 8, "--gpus", 6)
     assert code == 2
     assert err.strip().splitlines() == [
         "dnet-tune: error: --gpus 6 asks for more GPUs than the cluster has (4); "
