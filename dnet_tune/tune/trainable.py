@@ -38,8 +38,8 @@ from dnet_tune.tune.sampling import METHOD_KEY, apply_flat
 CHECKPOINT_FILE = "checkpoint.pt"
 # What Ray adds to every result a trial reports; everything else is ours (the trainer's epoch and
 # `placement`), which the Recorder keeps as trials.parquet's rows and the TensorBoard callback
-# draws. Ray's automatic keys include "hostname", so trials.parquet tells where an epoch ran by
-# placement's node_id and device.
+# draws. Ray's automatic keys include "hostname" (the Tune trial's host: for a group trial, the
+# driving actor's, not rank 0's), so placement names where an epoch trained "host".
 # A multi-worker trial's results also carry where Ray Train stored rank 0's checkpoint and which
 # placement group holds its workers (tune/train_trial.py): bookkeeping, not epoch metrics.
 GROUP_KEY = "train_group"
@@ -96,7 +96,7 @@ def placement(device: Any) -> dict[str, Any]:
     import torch
 
     ctx = ray.get_runtime_context()
-    return {"node_id": ctx.get_node_id(), "hostname": os.uname().nodename, "device": str(device),
+    return {"node_id": ctx.get_node_id(), "host": os.uname().nodename, "device": str(device),
             "threads": torch.get_num_threads()}
 
 

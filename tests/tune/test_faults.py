@@ -18,7 +18,7 @@ from dnet_tune.fileio import table_to_rows
 
 EPOCHS = 8
 # what differs between two runs of one config by nature: time and place
-NOT_COMPARED = {"epoch_time_s", "node_id", "hostname", "device", "diverged"}
+NOT_COMPARED = {"epoch_time_s", "node_id", "host", "device", "diverged"}
 
 
 def _reports(result_json: Path) -> list[dict]:

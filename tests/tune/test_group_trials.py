@@ -66,7 +66,8 @@ def test_group_trials_report_every_epoch_checkpoint_and_asha_stops_a_group(group
         assert stored[:len(table)] == table
         assert len(stored) == len(table) or r["status"] == "stopped"
     # what a one-worker trial reports, and no Ray Train bookkeeping in the table
-    assert {"val_acc", "best_val_acc", "train_loss", "node_id", "device"} <= set(rows[0])
+    assert {"val_acc", "best_val_acc", "train_loss", "node_id", "host", "device"} <= set(rows[0])
+    assert {r["host"] for r in rows} == {os.uname().nodename}  # rank 0's, as Ray's is dropped
     assert not {"checkpoint_path", "train_group"} & set(rows[0])
 
 

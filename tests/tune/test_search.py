@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +18,7 @@ TRIALS, EPOCHS, TOP, SEEDS = 6, 4, 2, 2
 METHODS = ["difficulty_net", "cdb_ce"]  # cdb_ce: a categorical mixing numbers and "dynamic"
 METRICS = ["epoch", "lr", "train_loss", "val_acc", "val_many", "val_medium", "val_few", "test_acc",
            "test_many", "test_medium", "test_few", "epoch_time_s", "class_acc_meta", "difficulty",
-           "class_weight", "node_id", "device"]
+           "class_weight", "node_id", "host", "device"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,8 @@ def test_search_writes_results_and_asha_stops_early(smoke):
                            for x in dn_rows)
     taus = {x["config/method.cdb_tau"] for x in rows if x["method"] == "cdb_ce"}
     assert taus and taus <= {0.5, 1.0, 1.5, 2.0, 5.0, "dynamic"}  # each value with its own type
-    assert all(x["device"] == "cpu" and x["node_id"] for x in rows)
+    assert all(x["device"] == "cpu" and x["node_id"] and x["host"] == os.uname().nodename
+               for x in rows)
 
     meta = json.loads((exp / "search.json").read_text())
     assert meta["budget"]["trials"] == TRIALS and meta["resources"]["slots"] == 1
