@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from stopped_runs import stop_and_resume
 from test_augment import DEVICES, images, tv_op
 
 from dnet_tune.config import config_from_dict, config_to_dict
@@ -222,20 +223,14 @@ def test_a_run_with_the_epoch_span_resumes_exactly_through_stage_2(tmp_path):
     """The span's draws come from the epoch's generator alone: a run stopped after stage 1 and
     resumed from its checkpoint (stage 2's class-aware order, repeats included) is the same run."""
     from dnet_tune.run import resolve_config
-    from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
+    from dnet_tune.train import Trainer
 
     cfg = resolve_config(dataset="digits_lt", sets=[
         "data.augment=crop_flip", "data.augment_span=epoch", "stage2.enabled=true",
         "stage2.epochs=1"], overrides={"method": {"name": "ce"}, "train": {"epochs": 2}})
     full = Trainer(cfg)
     uninterrupted = list(full.fit())
-    first = Trainer(cfg)
-    for _ in range(2):
-        first.run_epoch()
-    save_checkpoint(first, str(tmp_path / "ckpt.pt"))
-    torch.manual_seed(12345)
-    resumed = Trainer(cfg)
-    resumed.load_state_dict(load_checkpoint(str(tmp_path / "ckpt.pt")))
+    resumed = stop_and_resume(cfg, 2, tmp_path / "ckpt.pt")
     rest = list(resumed.fit())
     assert [(m["epoch"], m["stage"]) for m in rest] == [(3, 2)]
     drop = "epoch_time_s"

@@ -8,6 +8,7 @@ import re
 import pytest
 import torch
 from datagen import write_folder, write_oltr
+from stopped_runs import stop_and_resume
 from torch.utils.data import Dataset
 
 from dnet_tune.config import DataConfig
@@ -179,7 +180,7 @@ def test_a_resumed_file_dataset_run_repeats_the_uninterrupted_run(tmp_path):
     """Train 2 epochs; stop after 1, checkpoint, resume in a new Trainer under another global
     seed: the same metrics and weights (workers do not change batches: tested above)."""
     from dnet_tune.run import resolve_config
-    from dnet_tune.train import Trainer, load_checkpoint, save_checkpoint
+    from dnet_tune.train import Trainer
 
     write_folder(tmp_path / "tree", [12, 11, 13])
     cfg = resolve_config(dataset="folder_lt", sets=[
@@ -189,12 +190,7 @@ def test_a_resumed_file_dataset_run_repeats_the_uninterrupted_run(tmp_path):
     assert cfg.data.augment == "crop_flip"
     full = Trainer(cfg)
     uninterrupted = list(full.fit())
-    first = Trainer(cfg)
-    first.run_epoch()
-    save_checkpoint(first, str(tmp_path / "ckpt.pt"))
-    torch.manual_seed(12345)
-    resumed = Trainer(cfg)
-    resumed.load_state_dict(load_checkpoint(str(tmp_path / "ckpt.pt")))
+    resumed = stop_and_resume(cfg, 1, tmp_path / "ckpt.pt")
     rest = list(resumed.fit())
     assert [m["epoch"] for m in rest] == [2]
 
