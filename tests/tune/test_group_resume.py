@@ -44,13 +44,13 @@ def _ahead_of_snapshot(exp: Path, ray_dir: Path, by: int) -> str | None:
     """A running trial of which the driver has received `by` epochs more than Tune's last
     experiment snapshot holds (the storage's result.json: see `_epochs`), with an epoch left: a
     kill -9 now leaves the group's checkpoint ahead of the rows the driver saved."""
-    ended = ended_trials(exp)
+    ended, live = ended_trials(exp), live_epochs(ray_dir, "g")
     for d in exp.glob("trial_*"):
         tid = d.name.removeprefix("trial_")
         if tid in ended:
             continue
         saved = len(_epochs(exp, tid)) if (d / "result.json").is_file() else 0
-        if saved + by <= live_epochs(ray_dir, "g").get(tid, 0) <= EPOCHS - 1:
+        if saved + by <= live.get(tid, 0) <= EPOCHS - 1:
             return tid
     return None
 
