@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from dnet_tune.errors import UserError
+from dnet_tune.commands import EXIT_USER_ERROR
+from dnet_tune.errors import DamagedFile, UserError
 from dnet_tune.tune.plan import SearchRequest  # a leaf: the results root's one default
 
 HELP = "each experiment's method comparison (or one's)"
@@ -29,18 +30,23 @@ def run(args: argparse.Namespace) -> int:
     from dnet_tune.tune.report.chosen_configs import report
     from dnet_tune.tune.report.text import print_report
 
-    reports = report(args.storage, args.experiment)
+    skipped: list[DamagedFile] = []
+    reports = report(args.storage, args.experiment, skipped)
     written = _write_figures(args) if args.html or args.png else []
     if args.json:
         for line in written:  # stdout stays one JSON document
             print(line, file=sys.stderr)
         print(json.dumps(json_safe(reports)))
-        return 0
-    console = make_console()
-    print_report(console, reports, args.experiment or args.storage)
-    for line in written:
-        print_copyable(console, line)
-    return 0
+    else:
+        console = make_console()
+        print_report(console, reports, args.experiment or args.storage)
+        for line in written:
+            print_copyable(console, line)
+    # the experiments that could be read are reported; each damaged one is one error line
+    for exc in skipped:
+        print(f"dnet-tune: error: {exc} (its experiment is left out of this report)",
+              file=sys.stderr)
+    return EXIT_USER_ERROR if skipped else 0
 
 
 def _write_figures(args: argparse.Namespace) -> list[str]:

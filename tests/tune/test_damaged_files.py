@@ -161,3 +161,22 @@ def test_a_damaged_file_is_one_line_naming_it_and_changes_nothing(
     assert state_of(exp) == before
     assert not out.exists()
 
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_a_damaged_experiment_under_a_storage_is_named_and_the_others_are_still_reported(
+        finished, run_cli, one_line_error, state_of, tmp_path, as_json):
+    root = tmp_path / "results"
+    for name in ("exp1", "exp2"):
+        shutil.copytree(finished, root / name)
+    damaged = root / "exp1" / "summary.parquet"  # listed first: a stop there hid exp2
+    cut(damaged)
+    before = state_of(root)
+    res = run_cli("report", "--storage", root, *(["--json"] if as_json else []))
+    one_line_error(res["code"], res["err"], f"'{damaged}'", "left out of this report")
+    if as_json:
+        assert [r["experiment"] for r in json.loads(res["out"])] == [str(root / "exp2")]
+    else:
+        shown = "".join(res["out"].split())  # the table may wrap the paths
+        assert "".join(str(root / "exp2").split()) in shown and "exp1" not in shown
+    assert state_of(root) == before
+

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from dnet_tune.errors import UserError
+from dnet_tune.errors import DamagedFile, UserError
 from dnet_tune.fileio import atomic_write, json_safe
 from dnet_tune.run import PROVENANCE_END, PROVENANCE_KEY
 from dnet_tune.tune.driver import effective_status
@@ -170,13 +170,28 @@ def _experiment_report(exp: str) -> dict[str, Any] | None:
             "trials_budget": budget}
 
 
-def report(storage: str, experiment: str | None = None) -> list[dict[str, Any]]:
-    """The comparison of one experiment, or of every experiment under `storage`."""
+def report(storage: str, experiment: str | None = None,
+           skipped: list[DamagedFile] | None = None) -> list[dict[str, Any]]:
+    """The comparison of one experiment, or of every experiment under `storage`.
+
+    Over a storage, an experiment with a damaged file is left out and its error appended to
+    `skipped` when the caller passes that list: one bad copy should not hide every other
+    experiment's report. Without it (or for one named experiment) the error propagates.
+    """
     if experiment is not None:
         found = _experiment_report(experiment)
         return [found] if found else []
     out = []
     for exp in list_dirs(storage):
-        if exists(join(exp, "search.json")) and (found := _experiment_report(exp)):
+        if not exists(join(exp, "search.json")):
+            continue
+        try:
+            found = _experiment_report(exp)
+        except DamagedFile as exc:
+            if skipped is None:
+                raise
+            skipped.append(exc)
+            continue
+        if found:
             out.append(found)
     return out
