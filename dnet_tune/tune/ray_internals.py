@@ -42,6 +42,25 @@ def restored_callbacks(tuner: Any) -> list[Any]:
     return list(tuner._local_tuner.get_run_config().callbacks or [])
 
 
+def snapshot_files() -> list[tuple[str, str]]:
+    """Ray Tune's files of an experiment that `Tuner.restore` loads, as (glob pattern, format):
+    tuner.pkl (`tuner_internal._TUNER_PKL`) and, of each family of per-session snapshots, the
+    newest by name, as Ray picks it (`CKPT_FILE_TMPL` of the TuneController, SearchGenerator,
+    Searcher and Callback classes). Read from Ray itself, so a renamed file moves with it.
+    The format is Ray's, not the suffix's: only the experiment state is JSON (with pickled
+    values inside); the search generator's `.json` is a cloudpickle (`_load_newest_checkpoint`).
+    """
+    from ray.tune.callback import CallbackList
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.impl.tuner_internal import _TUNER_PKL
+    from ray.tune.search.search_generator import SearchGenerator
+    from ray.tune.search.searcher import Searcher
+
+    return [(_TUNER_PKL, "pickle"), (TuneController.CKPT_FILE_TMPL.format("*"), "json")] + [
+        (t.format("*"), "pickle") for t in (SearchGenerator.CKPT_FILE_TMPL,
+                                            Searcher.CKPT_FILE_TMPL, CallbackList.CKPT_FILE_TMPL)]
+
+
 def force_experiment_snapshot(controller: Any) -> Any | None:
     """Make Tune save its experiment state at the end of this step, not up to 10 s later, by
     setting the flag Tune sets itself after `num_to_keep` trial checkpoints

@@ -12,8 +12,10 @@ which the search turns into "free space, then --resume".
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
+import pickletools
 import re
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,19 @@ def read_json(location: str, remedy: str = RESTORE) -> Any:
         raise DamagedFile(location, f"not valid JSON{where}", remedy) from None
 
 
+def check_pickle(location: str, remedy: str = RESTORE) -> None:
+    """A `DamagedFile` unless `location` holds one whole pickle stream. The opcodes are walked,
+    not run: no object is built and no code from the file is executed, and a stream cut
+    short (no STOP) or overwritten (an unknown opcode) is found either way."""
+    data = read_bytes(location)
+    try:
+        for _ in pickletools.genops(data):
+            pass
+    except Exception as exc:  # genops raises ValueError mostly, but also struct/Unicode errors
+        raise DamagedFile(location, f"not a whole pickle: {first_sentence(exc)}",
+                          remedy) from None
+
+
 def exists(location: str) -> bool:
     fs, path = _resolve(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
@@ -114,6 +129,16 @@ def list_dirs(location: str) -> list[str]:
         return []
     infos = fs.get_file_info(pafs.FileSelector(path))
     return sorted(join(location, i.base_name) for i in infos if i.type == pafs.FileType.Directory)
+
+
+def list_files(location: str, pattern: str = "*") -> list[str]:
+    """Names (not paths) of the files directly in `location` that match `pattern`, sorted."""
+    fs, path = _resolve(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path))
+    return sorted(i.base_name for i in infos
+                  if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.base_name, pattern))
 
 
 def write_table(location: str, rows: list[dict[str, Any]]) -> None:

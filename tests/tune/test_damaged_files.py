@@ -117,6 +117,12 @@ def as_list(path: Path) -> None:
     path.write_text("[1, 2]\n")
 
 
+def garble_start(path: Path) -> None:
+    """A pickle whose first bytes were overwritten (an unknown opcode)."""
+    data = path.read_bytes()
+    path.write_bytes(b"\xfe\xfd" + data[2:])
+
+
 def cut_before_note(path: Path) -> None:
     """Cut at a line end inside the provenance: still valid YAML."""
     text = path.read_text()
@@ -140,6 +146,12 @@ CASES = [  # which experiment, file, damage, command (EXP, FILE and OUT filled i
     ("finished", "best/ce.yaml", cut_before_note, ["train", "--config", "FILE", "--output", OUT]),
     ("finished", "best_config.yaml", cut_before_note,
      ["train", "--config", "FILE", "--output", OUT]),
+    # Ray Tune's snapshot (the newest of each family, the one Ray restores from)
+    ("stopped", "tuner.pkl", cut, ["search", "--resume", "EXP"]),
+    ("stopped", "experiment_state-*.json", cut, ["search", "--resume", "EXP"]),
+    ("stopped", "search_gen_state-*.json", cut, ["search", "--resume", "EXP"]),
+    ("stopped", "searcher-state-*.pkl", garble_start, ["search", "--resume", "EXP"]),
+    ("stopped", "callback-states-*.pkl", cut, ["search", "--resume", "EXP"]),
 ]
 
 
@@ -150,7 +162,7 @@ def test_a_damaged_file_is_one_line_naming_it_and_changes_nothing(
     source = stopped["copy"] if which == "stopped" else finished
     exp = tmp_path / "results" / source.name
     shutil.copytree(source, exp)
-    damaged = exp / name
+    damaged = max(exp.glob(name))  # a name, or the newest of Ray's per-session files
     damage(damaged)
     before = state_of(exp)
     out = tmp_path / "out"
@@ -160,6 +172,21 @@ def test_a_damaged_file_is_one_line_naming_it_and_changes_nothing(
     assert "is damaged (" in res["err"] or "not valid YAML" in res["err"]
     assert state_of(exp) == before
     assert not out.exists()
+
+
+def test_ray_s_snapshot_files_are_all_checked_and_a_missing_tuner_pkl_is_one_line(
+        stopped, run_cli, one_line_error, state_of, tmp_path):
+    from dnet_tune.tune import ray_internals
+
+    for pattern, _ in ray_internals.snapshot_files():  # each family the check reads is there
+        assert list(stopped["copy"].glob(pattern)), pattern
+    exp = tmp_path / "results" / "full"
+    shutil.copytree(stopped["copy"], exp)
+    (exp / "tuner.pkl").unlink()
+    before = state_of(exp)
+    res = run_cli("search", "--resume", exp)
+    one_line_error(res["code"], res["err"], f"'{exp}' has no tuner.pkl", "a new --name")
+    assert state_of(exp) == before
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import socket
 import subprocess
 
@@ -76,9 +77,11 @@ def test_the_fingerprint_names_what_changed_since_the_search_started(tmp_path):
 
 
 def _experiment(tmp_path, **meta):
+    """search.json, and a whole (if empty) tuner.pkl where Ray's snapshot would be."""
     exp = tmp_path / "exp"
     exp.mkdir(exist_ok=True)
     (exp / "search.json").write_text(json.dumps(meta))
+    (exp / "tuner.pkl").write_bytes(pickle.dumps({}))
     return str(exp)
 
 

@@ -205,6 +205,15 @@ def test_a_restored_tuner_hands_back_its_unpickled_callbacks(tmp_path):
     assert found[0] is not marked  # Ray's own copy from tuner.pkl, the one a restored run calls
 
 
+def test_the_snapshot_files_are_the_ones_ray_2_60_restores_from():
+    # an upgrade that renames one fails here by name; test_damaged_files.py checks each is
+    # present in a real experiment and that a damaged one is refused before Ray starts
+    assert ray_internals.snapshot_files() == [
+        ("tuner.pkl", "pickle"), ("experiment_state-*.json", "json"),
+        ("search_gen_state-*.json", "pickle"), ("searcher-state-*.pkl", "pickle"),
+        ("callback-states-*.pkl", "pickle")]
+
+
 def test_ray_init_takes_the_temp_dir_option(ray_here):
     assert (ray_here / "session_latest").exists()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from dnet_tune.errors import UserError
 from dnet_tune.tune.driver import driver_alive
-from dnet_tune.tune.faults import studies
+from dnet_tune.tune.faults import ray_snapshot, studies
 from dnet_tune.tune.plan import Budget, Confirmation, SearchRequest
 from dnet_tune.tune.results import read_confirm, read_search_json
 
@@ -80,9 +80,10 @@ def load_for_resume(exp: str) -> tuple[dict[str, Any], SearchRequest]:
     """search.json of a resumable experiment and the request it was started with.
 
     Every file of ours that the resume reads (search.json, confirm.parquet, the journal) is
-    read here first, before Ray starts and anything is written: a damaged one is one line and
-    the experiment stays as it was. (trials.parquet and summary.parquet are not read: the
-    resume writes them again from Ray's records.)
+    read here first, and Ray's snapshot files are checked (`ray_snapshot`), before Ray starts
+    and anything is written: a damaged one is one line and the experiment stays as it was.
+    (trials.parquet and summary.parquet are not read: the resume writes them again from Ray's
+    records.)
     """
     meta = read_search_json(exp, "pass <storage>/<name> of a search to --resume")
     if "request" not in meta or "fingerprint" not in meta:
@@ -95,6 +96,7 @@ def load_for_resume(exp: str) -> tuple[dict[str, Any], SearchRequest]:
     read_confirm(exp)
     if meta.get("optuna_storage") in (None, studies.JOURNAL):  # not a database's
         studies.check_journal(studies.default_location(exp))
+    ray_snapshot.check(exp)
     known = {f.name for f in fields(SearchRequest)}
     req = SearchRequest(**{k: v for k, v in meta["request"].items() if k in known})
     req.space = meta.get("space") or req.space
