@@ -26,9 +26,9 @@ def check(exp: str) -> None:
     files = ray_internals.snapshot_files()
     tuner_pkl = files[0][0]
     if not storage.exists(storage.join(exp, tuner_pkl)):
-        raise UserError(f"'{exp}' has no {tuner_pkl}: the search stopped before Ray Tune saved "
-                        f"it, so nothing of it can be resumed; start it again (same flags, a new "
-                        f"--name)")
+        raise UserError(f"'{exp}' has no {tuner_pkl} (Ray Tune writes it as the trials start; "
+                        f"a search stopped before that has none), so Ray cannot resume it; "
+                        f"{storage.RESTORE}, or start the search again with a new --name")
     for pattern, kind in files:
         names = storage.list_files(exp, pattern)
         if not names:
