@@ -123,21 +123,22 @@ def exists(location: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def list_dirs(location: str) -> list[str]:
+def _entries(location: str) -> list[pafs.FileInfo]:
+    """What a folder holds, directly; nothing if it is not a folder."""
     fs, path = _resolve(location)
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return []
-    infos = fs.get_file_info(pafs.FileSelector(path))
-    return sorted(join(location, i.base_name) for i in infos if i.type == pafs.FileType.Directory)
+    return list(fs.get_file_info(pafs.FileSelector(path)))
+
+
+def list_dirs(location: str) -> list[str]:
+    return sorted(join(location, i.base_name) for i in _entries(location)
+                  if i.type == pafs.FileType.Directory)
 
 
 def list_files(location: str, pattern: str = "*") -> list[str]:
     """Names (not paths) of the files directly in `location` that match `pattern`, sorted."""
-    fs, path = _resolve(location)
-    if fs.get_file_info(path).type != pafs.FileType.Directory:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(path))
-    return sorted(i.base_name for i in infos
+    return sorted(i.base_name for i in _entries(location)
                   if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.base_name, pattern))
 
 

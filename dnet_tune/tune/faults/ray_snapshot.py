@@ -24,7 +24,7 @@ REMEDY = (f"{storage.RESTORE}; it is Ray Tune's snapshot of the experiment, whic
 def check(exp: str) -> None:
     """Raise a `DamagedFile` naming the first of Ray's restore files that would not load."""
     files = ray_internals.snapshot_files()
-    tuner_pkl = files[0][0]
+    tuner_pkl = files[0][0]  # listed first: the file every restore starts from
     if not storage.exists(storage.join(exp, tuner_pkl)):
         raise UserError(f"'{exp}' has no {tuner_pkl} (Ray Tune writes it as the trials start; "
                         f"a search stopped before that has none), so Ray cannot resume it; "
