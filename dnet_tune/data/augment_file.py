@@ -186,20 +186,56 @@ def color_jitter(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) ->
     return x.to(torch.uint8)
 
 
+def jitter_image(img: torch.Tensor, order: tuple[int, ...],
+                 factors: tuple[float, float, float]) -> torch.Tensor:
+    """ColorJitter of one CHW uint8 image: the CPU form of `color_jitter`, equal to it (and to
+    torchvision's tensor ops) bit for bit.
+
+    Why a second form: on a CPU the batch form makes every image pay for every kind of op at
+    each step (a grey image where only brightness is due, a full blend where contrast adds a
+    constant), over chunks larger than a core's cache. Here each op does only its own work on a
+    224-px float32 image (600 KB) that stays in cache across its ~16 passes, and the last op is
+    truncated by the uint8 cast alone: 0.38 against 0.50 ms per image on one core
+    (bench/file_stages.py, docs/benchmarks.md). The same float32 operations in the same order
+    as `color_jitter`: f and 1−f are rounded to float32 from float64, as there.
+    """
+    x = img.float()
+    batch = x.unsqueeze(0)  # a view: `grey` reads NCHW
+    tmp = torch.empty_like(batch[:, :1])
+    ops = [fn for fn in order if fn != HUE]
+    for k, fn in enumerate(ops):
+        f = torch.tensor(factors[fn], dtype=torch.float32)
+        one_minus_f = torch.tensor(1.0 - factors[fn], dtype=torch.float32)
+        if fn == BRIGHTNESS:  # torchvision adds (1 − f)·0
+            x.mul_(f)
+        elif fn == CONTRAST:  # (1 − f)·mean of the truncated grey image, one number
+            u = one_minus_f * grey(batch, tmp).mean()  # of x before this op changes it
+            x.mul_(f).add_(u)
+        else:  # SATURATION: (1 − f)·grey, per pixel
+            u = grey(batch, tmp)[0].mul_(one_minus_f)
+            x.mul_(f).add_(u)
+        x.clamp_(0, 255)
+        if k < len(ops) - 1:  # the next op reads the uint8 image torchvision would have made
+            x.floor_()
+    return x.to(torch.uint8)
+
+
 def train_batch(images: list[torch.Tensor], params: list[TrainParams], size: int) -> torch.Tensor:
     """The recipe on decoded CHW uint8 images (any device) → a uint8 N×3×size×size batch.
 
-    On the CPU the jitter runs 8 images at a time: its ~25 passes over a float32 chunk then
-    stay in cache and its temporaries are reused heap blocks, where a whole batch of 64 at
-    224 px (38 MB) streams memory each pass and gets fresh mmaps whose page faults cost more
-    than the arithmetic (one core: 1.6 ms per image in chunks of 8, 2.0 in 16, 4.3 in 64).
+    On the CPU each image is cropped, resized and jittered in turn (`jitter_image`) and
+    written into its slot of the batch, so it stays in cache from crop to slot. On a GPU the
+    crops are stacked and jittered as one batch (`color_jitter`): there the cost is the number
+    of kernels, not the passes.
     """
+    if not images or images[0].device.type == "cpu":
+        out = torch.empty(len(images), 3, size, size, dtype=torch.uint8)
+        for k, (img, p) in enumerate(zip(images, params, strict=True)):
+            out[k] = jitter_image(resized_crop(img, p.box, size, p.flip), p.order, p.factors)
+        return out
     crops = torch.stack([resized_crop(img, p.box, size, p.flip)
                          for img, p in zip(images, params, strict=True)])
     dev = crops.device
     order = torch.tensor([p.order for p in params], dtype=torch.int64, device=dev)
     factors = torch.tensor([p.factors for p in params], dtype=torch.float64, device=dev)
-    step = 8 if dev.type == "cpu" else len(crops)
-    parts = [color_jitter(crops[i : i + step], order[i : i + step], factors[i : i + step])
-             for i in range(0, len(crops), step)]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    return color_jitter(crops, order, factors)

@@ -102,13 +102,15 @@ def test_color_jitter_equals_torchvisions_tensor_ops_bit_for_bit():
     params = [A.draw_train(A.item_generator(s), 64, 48) for s in range(40)]
     order = torch.tensor([p.order for p in params])
     factors = torch.tensor([p.factors for p in params], dtype=torch.float64)
-    ours = A.color_jitter(imgs, order, factors)
+    ours = A.color_jitter(imgs, order, factors)  # the batch form (GPUs)
     for k, p in enumerate(params):
-        assert torch.equal(ours[k], torchvision_jitter(imgs[k], p)), k
+        want = torchvision_jitter(imgs[k], p)
+        assert torch.equal(ours[k], want), k
+        assert torch.equal(A.jitter_image(imgs[k], p.order, p.factors), want), k  # CPU form
 
 
-def test_train_batch_is_the_per_image_recipe_in_any_chunking():
-    # CPU chunks of 8, 3 left
+def test_train_batch_is_the_per_image_recipe():
+    # on the CPU: crop, resize, flip and jitter per image, into the batch's slots
     images = [smooth_image(300 + 7 * k, 420 - 5 * k, k) for k in range(35)]
     params = [A.draw_train(A.item_generator(100 + k), *img.shape[-2:])
               for k, img in enumerate(images)]
