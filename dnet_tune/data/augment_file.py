@@ -195,7 +195,7 @@ def jitter_image(img: torch.Tensor, order: tuple[int, ...],
     each step (a grey image where only brightness is due, a full blend where contrast adds a
     constant), over chunks larger than a core's cache. Here each op does only its own work on a
     224-px float32 image (600 KB) that stays in cache across its ~16 passes, and the last op is
-    truncated by the uint8 cast alone: 0.38 against 0.50 ms per image on one core
+    truncated by the uint8 cast alone: 0.35 against 0.46 ms per image on one core
     (bench/file_stages.py, docs/benchmarks.md). The same float32 operations in the same order
     as `color_jitter`: f and 1−f are rounded to float32 from float64, as there.
     """
