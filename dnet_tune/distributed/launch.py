@@ -4,17 +4,21 @@ Only the CLI's `train --workers N` uses this; a Ray Train worker gets its group 
 `dnet_tune.distributed.trainer.run_distributed` directly. A user's mistake raised on a rank
 (UserError) comes back to the caller as the same one line; a diverged run as FloatingPointError;
 anything else as torch's ProcessRaisedException with the rank's traceback (a bug keeps it). When
-one rank fails, torch stops the others, so none is left waiting in a collective.
+one rank fails, torch stops the others, so none is left waiting in a collective. A rank that
+ends skips the interpreter's finalization (`_end_without_finalizing` says why).
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import os
 import queue
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -40,15 +44,42 @@ def _entry(rank: int, world: int, port: int, backend: str, fn: Callable[..., Any
                             world_size=world)
     try:
         fn(*args)
+        code = 0
     except UserError as exc:
         errors.put(("user", str(exc)))
-        sys.exit(USER_ERROR_EXIT)
+        code = USER_ERROR_EXIT
     except FloatingPointError as exc:
         errors.put(("diverged", str(exc)))
-        sys.exit(DIVERGED_EXIT)
+        code = DIVERGED_EXIT
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+    _end_without_finalizing(code)
+
+
+def _end_without_finalizing(code: int) -> NoReturn:
+    """End a rank whose work is done, skipping the interpreter's finalization.
+
+    Why: after the meta step's dual (JVP) forward through a model whose parameters require
+    grad, `destroy_process_group` no longer ends gloo's worker threads (torch 2.14.1, seen in
+    the rank's thread list; what keeps the group alive inside torch was not found). A worker
+    thread still dropping its last all-reduce needs the GIL to free that tensor; if the main
+    thread is finalizing by then, Python ends the waiting thread, which std::terminate turns
+    into SIGABRT. `train --workers 2` so failed with "training worker 1 exited with code -6"
+    after its run had finished (core dump: `ProcessGroupGloo::runLoop` -> `~AsyncWork` ->
+    `take_gil` -> `pthread_exit`, the main thread in `Py_FinalizeEx`): the two resume tests of
+    tests/core/test_distributed.py in 5 of 28 runs before this, 0 of 25 after.
+
+    What a rank writes is written and closed before `fn` returns (atomic files). Garbage is
+    collected first, so a data loader's worker processes are shut down as at a normal exit;
+    then the console is flushed. An unexpected exception never gets here: it reaches torch's
+    spawn wrapper, which records its traceback for the caller.
+    """
+    gc.collect()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def spawn(world: int, backend: str, fn: Callable[..., Any], *args: Any) -> None:

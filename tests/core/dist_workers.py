@@ -88,3 +88,21 @@ def resume_worker(straight: str, stopped: str) -> None:
     dist.barrier()  # rank 0 has written its checkpoint before any rank reads it
     torch.manual_seed(12345)  # whatever happened in between must not matter
     run_distributed(None, stopped, resume=True)
+
+
+def finalization_worker(out_dir: str, fail: bool) -> None:
+    """Marks that it ran, and registers an exit hook that marks the interpreter's finalization
+    (which a rank must skip: dnet_tune.distributed.launch._end_without_finalizing)."""
+    import atexit
+    import pathlib
+
+    import torch.distributed as dist
+
+    from dnet_tune.errors import UserError
+
+    rank = dist.get_rank()
+    out = pathlib.Path(out_dir)
+    atexit.register((out / f"finalized-{rank}").touch)
+    (out / f"ran-{rank}").touch()
+    if fail:
+        raise UserError(f"rank {rank} found a mistake")

@@ -21,12 +21,14 @@ from dist_workers import (
     SCENARIOS,
     config,
     equivalence_worker,
+    finalization_worker,
     in_float64,
     result,
     resume_worker,
 )
 
 from dnet_tune.distributed.launch import spawn
+from dnet_tune.errors import UserError
 from dnet_tune.train import Trainer, load_checkpoint
 
 RTOL, ATOL = 1e-9, 1e-10
@@ -103,6 +105,20 @@ def test_resume_under_two_workers_is_exact(tmp_path):
             {k: v for k, v in y.items() if k != "epoch_time_s"}
 
 
+@pytest.mark.parametrize("fail", [False, True], ids=["finished", "user-error"])
+def test_a_rank_ends_without_the_interpreter_s_finalization(tmp_path, fail):
+    """gloo's worker threads can outlive the group and abort a rank that finalizes after its run
+    has finished (SIGABRT, "training worker 1 exited with code -6"; launch.py says how). An exit
+    hook stands for finalization: it must not run, and the exit code must still be the rank's."""
+    if fail:
+        with pytest.raises(UserError, match=r"rank \d found a mistake"):
+            spawn(2, "gloo", finalization_worker, str(tmp_path), fail)
+    else:
+        spawn(2, "gloo", finalization_worker, str(tmp_path), fail)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ran-0", "ran-1"]
+    assert not list(tmp_path.glob("finalized-*"))
+
+
 @pytest.mark.parametrize("argv, needles", [
     (["--workers", "0"], ["--workers", "got 0"]),
     (["--workers", "3"], ["data.batch_size=64", "multiple of 3"]),
@@ -155,7 +171,5 @@ def test_cli_trains_with_workers_records_them_and_resumes_with_them(cli, tmp_pat
 
 
 def test_a_config_with_workers_never_trains_silently_as_one_process():
-    from dnet_tune.errors import UserError
-
     with pytest.raises(UserError, match=r"train\.workers=2 needs that many processes"):
         Trainer(config("ce", 2))
