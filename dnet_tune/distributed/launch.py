@@ -62,7 +62,10 @@ def _end_without_finalizing(code: int) -> NoReturn:
 
     Why: after the meta step's dual (JVP) forward through a model whose parameters require
     grad, `destroy_process_group` no longer ends gloo's worker threads (torch 2.14.1, seen in
-    the rank's thread list; what keeps the group alive inside torch was not found). A worker
+    the rank's thread list). It is a one-time effect of the first such dual op after the group
+    was made: the same op run once before `init_process_group` leaves the threads to end (in a
+    2-process script; importing torch's JVP decompositions first does not). What inside torch
+    holds the group was not found, so this does not depend on it. A worker
     thread still dropping its last all-reduce needs the GIL to free that tensor; if the main
     thread is finalizing by then, Python ends the waiting thread, which std::terminate turns
     into SIGABRT. `train --workers 2` so failed with "training worker 1 exited with code -6"
